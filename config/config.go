@@ -1,0 +1,160 @@
+package config
+
+import "time"
+
+// Config is the whole configuration file. Load and Parse return it with
+// defaults applied and every value validated.
+type Config struct {
+	// Admin is the HTTP admin listener.
+	Admin Admin `yaml:"admin"`
+	// Backends are the proxied databases; at least one is required.
+	Backends []Backend `yaml:"backends"`
+	// ShutdownTimeout is how long SIGTERM/SIGINT waits for client sessions
+	// to end before closing them with an error.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// Log configures the process logger.
+	Log Log `yaml:"log"`
+}
+
+// Admin configures the admin HTTP API.
+type Admin struct {
+	// Listen is host:port of the admin API. It must be a loopback address
+	// unless TokenFile is set.
+	Listen string `yaml:"listen"`
+	// TokenFile holds the bearer token required on /v1/*; empty disables
+	// the check (loopback only).
+	TokenFile string `yaml:"token_file"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is json or console.
+	Format string `yaml:"format"`
+}
+
+// Backend is one proxied database: a local listener and the upstream it
+// forwards to.
+type Backend struct {
+	// Name identifies the backend in the admin API, metrics and logs;
+	// it matches [a-z0-9-]+ and is unique.
+	Name string `yaml:"name"`
+	// Protocol is "postgres" or "mysql".
+	Protocol string `yaml:"protocol"`
+	// Listen is the host:port clients connect to.
+	Listen string `yaml:"listen"`
+	// Upstream is the database's host:port.
+	Upstream string `yaml:"upstream"`
+	// UpstreamTLS is how the proxy secures its connections to Upstream.
+	UpstreamTLS UpstreamTLS `yaml:"upstream_tls"`
+	// ClientTLS is the certificate offered to clients; empty disables TLS
+	// towards clients.
+	ClientTLS ClientTLS `yaml:"client_tls"`
+	// Clients are the local logins applications use; they never rotate.
+	Clients []Client `yaml:"clients"`
+	// Credential says where the backend credential comes from.
+	Credential Credential `yaml:"credential"`
+	// VerifyDatabase is the database a test login connects to (PostgreSQL
+	// only; default "postgres").
+	VerifyDatabase string `yaml:"verify_database"`
+	// DrainDeadline bounds how long sessions may stay on a replaced
+	// credential before OnDeadline applies.
+	DrainDeadline Duration `yaml:"drain_deadline"`
+	// OnDeadline is "keep" or "close".
+	OnDeadline string `yaml:"on_deadline"`
+	// Limits bound what one client and all clients together may use.
+	Limits Limits `yaml:"limits"`
+	// Pool configures idle backend connections kept for reuse.
+	Pool Pool `yaml:"pool"`
+}
+
+// UpstreamTLS configures TLS from the proxy to the database.
+type UpstreamTLS struct {
+	// Mode is disable, require, verify-ca or verify-full.
+	Mode string `yaml:"mode"`
+	// CAFile is a PEM bundle used by verify-ca and verify-full.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are an optional client certificate.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName overrides the name checked by verify-full (default: the
+	// host part of Upstream).
+	ServerName string `yaml:"server_name"`
+}
+
+// ClientTLS configures TLS between clients and the proxy.
+type ClientTLS struct {
+	// CertFile and KeyFile are the proxy's PEM certificate and key.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// Required refuses clients that do not negotiate TLS.
+	Required bool `yaml:"required"`
+}
+
+// Enabled reports whether a certificate is configured.
+func (t ClientTLS) Enabled() bool { return t.CertFile != "" }
+
+// Client is one local login. Exactly one of PasswordFile, PasswordHash and
+// Password is set.
+type Client struct {
+	// User is the user name the application logs in with.
+	User string `yaml:"user"`
+	// PasswordFile holds the password (trailing newline ignored).
+	PasswordFile string `yaml:"password_file"`
+	// PasswordHash is a PostgreSQL verifier: "SCRAM-SHA-256$<iter>:<salt>$<stored>:<server>"
+	// or "md5<32 hex digits>" (md5(password || user)).
+	PasswordHash string `yaml:"password_hash"`
+	// Password is the password inline, typically "${ENV_VAR}".
+	Password string `yaml:"password"`
+	// Auth is the method the proxy asks this client for:
+	// scram-sha-256 (default), md5, or password (cleartext, only over TLS).
+	Auth string `yaml:"auth"`
+}
+
+// Credential selects and configures the backend credential source.
+type Credential struct {
+	// Source is "file" or "env".
+	Source string `yaml:"source"`
+	// Path is the JSON file {"username": ..., "password": ...} or a
+	// directory holding files "username" and "password" (source file).
+	Path string `yaml:"path"`
+	// UsernameEnv and PasswordEnv name the environment variables (source env).
+	UsernameEnv string `yaml:"username_env"`
+	PasswordEnv string `yaml:"password_env"`
+	// RefreshInterval is how often the source is re-read even without a
+	// change notification.
+	RefreshInterval Duration `yaml:"refresh_interval"`
+}
+
+// Limits bound resource use per backend.
+type Limits struct {
+	// MaxClientConns is the most client connections at once; more are
+	// refused (PostgreSQL 53300).
+	MaxClientConns int `yaml:"max_client_conns"`
+	// HandshakeTimeout bounds TLS, startup and authentication of a client.
+	HandshakeTimeout Duration `yaml:"handshake_timeout"`
+	// ConnectTimeout is how long a client waits for a backend connection,
+	// including retries after authentication failures.
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+	// MaxMessageSize is the largest protocol message a client may send.
+	MaxMessageSize ByteSize `yaml:"max_message_size"`
+}
+
+// Pool configures reuse of backend connections.
+type Pool struct {
+	// MaxIdle is the most idle backend connections kept (0 disables reuse).
+	MaxIdle int `yaml:"max_idle"`
+	// IdleTimeout closes idle connections unused this long.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("30s").
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// ByteSize is a size in bytes, written as an integer or with a unit
+// ("64KiB", "16MiB", "1GiB", "512B").
+type ByteSize int64

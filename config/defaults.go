@@ -1,0 +1,66 @@
+package config
+
+import "time"
+
+// DefaultAdminListen is the admin API address used when admin.listen is
+// absent.
+const DefaultAdminListen = "127.0.0.1:9649"
+
+// Defaults for absent fields. They are the only place defaults are written;
+// doc.go lists them for users.
+const (
+	defaultShutdownTimeout = 30 * time.Second
+	defaultLogLevel        = "info"
+	defaultLogFormat       = "json"
+
+	defaultUpstreamTLSMode  = tlsDisable
+	defaultRefreshInterval  = 30 * time.Second
+	defaultVerifyDatabase   = "postgres"
+	defaultDrainDeadline    = 60 * time.Second
+	defaultOnDeadline       = "keep"
+	defaultMaxClientConns   = 1000
+	defaultHandshakeTimeout = 10 * time.Second
+	defaultConnectTimeout   = 15 * time.Second
+	defaultMaxMessageSize   = 64 * miB
+	defaultPoolMaxIdle      = 16
+	defaultPoolIdleTimeout  = 10 * time.Minute
+	defaultClientAuth       = authSCRAM
+)
+
+// applyDefaults fills every field of c that the document left out, as
+// recorded in given. A field the document set is kept even when it is the
+// zero value: pool.max_idle: 0 disables reuse, and an explicit "" or 0s is
+// reported by validation rather than silently replaced.
+func applyDefaults(c *Config, given fieldSet) {
+	setDefault(given, &c.Admin.Listen, DefaultAdminListen)
+	setDefault(given, &c.ShutdownTimeout, Duration(defaultShutdownTimeout))
+	setDefault(given, &c.Log.Level, defaultLogLevel)
+	setDefault(given, &c.Log.Format, defaultLogFormat)
+
+	for i := range c.Backends {
+		b := &c.Backends[i]
+		setDefault(given, &b.UpstreamTLS.Mode, defaultUpstreamTLSMode)
+		setDefault(given, &b.Credential.RefreshInterval, Duration(defaultRefreshInterval))
+		if b.Protocol == protocolPostgres {
+			setDefault(given, &b.VerifyDatabase, defaultVerifyDatabase)
+		}
+		setDefault(given, &b.DrainDeadline, Duration(defaultDrainDeadline))
+		setDefault(given, &b.OnDeadline, defaultOnDeadline)
+		setDefault(given, &b.Limits.MaxClientConns, defaultMaxClientConns)
+		setDefault(given, &b.Limits.HandshakeTimeout, Duration(defaultHandshakeTimeout))
+		setDefault(given, &b.Limits.ConnectTimeout, Duration(defaultConnectTimeout))
+		setDefault(given, &b.Limits.MaxMessageSize, ByteSize(defaultMaxMessageSize))
+		setDefault(given, &b.Pool.MaxIdle, defaultPoolMaxIdle)
+		setDefault(given, &b.Pool.IdleTimeout, Duration(defaultPoolIdleTimeout))
+		for j := range b.Clients {
+			setDefault(given, &b.Clients[j].Auth, defaultClientAuth)
+		}
+	}
+}
+
+// setDefault stores v in *p unless the document set *p.
+func setDefault[T any](given fieldSet, p *T, v T) {
+	if !given.has(p) {
+		*p = v
+	}
+}

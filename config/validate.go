@@ -1,0 +1,430 @@
+package config
+
+import (
+	"net"
+	"strconv"
+	"strings"
+)
+
+// Values of the enumerated fields.
+const (
+	protocolPostgres = "postgres"
+	protocolMySQL    = "mysql"
+
+	tlsDisable    = "disable"
+	tlsRequire    = "require"
+	tlsVerifyCA   = "verify-ca"
+	tlsVerifyFull = "verify-full"
+
+	authSCRAM    = "scram-sha-256"
+	authMD5      = "md5"
+	authPassword = "password"
+
+	sourceFile    = "file"
+	sourceEnv     = "env"
+	sourceVaultKV = "vault-kv"
+	sourceVaultDB = "vault-db"
+
+	onDeadlineKeep  = "keep"
+	onDeadlineClose = "close"
+)
+
+// Bounds of limits.max_message_size.
+const (
+	minMessageSize = kiB
+	maxMessageSize = giB
+)
+
+// validator checks a decoded Config with defaults applied. Its messages
+// describe what is expected and never quote a configured value, so that no
+// secret ends up in an error.
+type validator struct {
+	given fieldSet
+	errs  *issues
+}
+
+// validate records every problem of c in errs.
+func validate(c *Config, given fieldSet, errs *issues) {
+	v := &validator{given: given, errs: errs}
+	adminAddr := v.admin(&c.Admin)
+	v.positive("shutdown_timeout", v.line(&c.ShutdownTimeout), c.ShutdownTimeout)
+	v.oneOf("log.level", v.line(&c.Log.Level, &c.Log), c.Log.Level, "debug", "info", "warn", "error")
+	v.oneOf("log.format", v.line(&c.Log.Format, &c.Log), c.Log.Format, "json", "console")
+
+	if len(c.Backends) == 0 {
+		v.bad("backends", v.line(&c.Backends), "at least one backend is required")
+	}
+	names := map[string]string{} // name -> path of the backend that has it
+	var listens []boundAddr
+	if adminAddr.port != 0 {
+		listens = append(listens, adminAddr)
+	}
+	for i := range c.Backends {
+		b := &c.Backends[i]
+		p := indexPath("backends", i)
+		v.backend(p, b)
+
+		if b.Name != "" {
+			if other, dup := names[b.Name]; dup {
+				v.bad(p+".name", v.line(&b.Name, b), "duplicate backend name (also used by %s)", other)
+			} else {
+				names[b.Name] = p
+			}
+		}
+		if a, ok := parseBound(p+".listen", b.Listen); ok && a.port != 0 {
+			for _, other := range listens {
+				if a.overlaps(other) {
+					v.bad(a.path, v.line(&b.Listen, b), "address already used by %s", other.path)
+					break
+				}
+			}
+			listens = append(listens, a)
+		}
+	}
+}
+
+// line returns the line of the first of ps the document set, or 0.
+func (v *validator) line(ps ...any) int { return v.given.line(ps...) }
+
+// bad records a problem at path.
+func (v *validator) bad(path string, line int, format string, args ...any) {
+	v.errs.addf(path, line, format, args...)
+}
+
+// admin checks the admin section and returns its listen address for the
+// overlap check.
+func (v *validator) admin(a *Admin) boundAddr {
+	line := v.line(&a.Listen, a)
+	host, port, problem := splitHostPort(a.Listen, true, false)
+	if problem != "" {
+		v.bad("admin.listen", line, "%s", problem)
+		return boundAddr{}
+	}
+	if a.TokenFile == "" && !isLoopback(host) {
+		v.bad("admin.listen", line, "must be a loopback address (127.0.0.1, ::1 or localhost) unless admin.token_file is set")
+	}
+	return boundAddr{path: "admin.listen", host: host, port: port}
+}
+
+// backend checks one backend except for the checks across backends.
+func (v *validator) backend(p string, b *Backend) {
+	at := func(field any) int { return v.line(field, b) }
+
+	switch {
+	case b.Name == "":
+		v.bad(p+".name", at(&b.Name), "is required")
+	case !isBackendName(b.Name):
+		v.bad(p+".name", at(&b.Name), "must consist of lowercase letters, digits and hyphens ([a-z0-9-]+)")
+	}
+
+	switch b.Protocol {
+	case "":
+		v.bad(p+".protocol", at(&b.Protocol), "is required")
+	case protocolPostgres:
+		if b.VerifyDatabase == "" {
+			v.bad(p+".verify_database", at(&b.VerifyDatabase), "must not be empty")
+		}
+	case protocolMySQL:
+		v.bad(p+".protocol", at(&b.Protocol), "protocol mysql is not supported by this build yet")
+	default:
+		v.bad(p+".protocol", at(&b.Protocol), "must be postgres (mysql is not supported by this build yet)")
+	}
+
+	v.address(p+".listen", at(&b.Listen), b.Listen, true, false)
+	v.address(p+".upstream", at(&b.Upstream), b.Upstream, false, true)
+	v.upstreamTLS(p+".upstream_tls", &b.UpstreamTLS, b)
+	v.clientTLS(p+".client_tls", &b.ClientTLS, b)
+	v.clients(p+".clients", b)
+	v.credential(p+".credential", &b.Credential, b)
+
+	v.positive(p+".drain_deadline", at(&b.DrainDeadline), b.DrainDeadline)
+	v.oneOf(p+".on_deadline", at(&b.OnDeadline), b.OnDeadline, onDeadlineKeep, onDeadlineClose)
+
+	l := &b.Limits
+	if l.MaxClientConns < 1 {
+		v.bad(p+".limits.max_client_conns", at(&l.MaxClientConns), "must be at least 1")
+	}
+	v.positive(p+".limits.handshake_timeout", at(&l.HandshakeTimeout), l.HandshakeTimeout)
+	v.positive(p+".limits.connect_timeout", at(&l.ConnectTimeout), l.ConnectTimeout)
+	if l.MaxMessageSize < minMessageSize || l.MaxMessageSize > maxMessageSize {
+		v.bad(p+".limits.max_message_size", at(&l.MaxMessageSize), "must be between 1KiB and 1GiB")
+	}
+
+	if b.Pool.MaxIdle < 0 {
+		v.bad(p+".pool.max_idle", at(&b.Pool.MaxIdle), "must not be negative (0 disables reuse)")
+	}
+	v.positive(p+".pool.idle_timeout", at(&b.Pool.IdleTimeout), b.Pool.IdleTimeout)
+}
+
+// upstreamTLS checks the TLS settings towards the database.
+func (v *validator) upstreamTLS(p string, t *UpstreamTLS, b *Backend) {
+	at := func(field any) int { return v.line(field, t, b) }
+	switch t.Mode {
+	case tlsRequire, tlsVerifyCA, tlsVerifyFull:
+	case tlsDisable:
+		for _, f := range []struct {
+			name string
+			val  *string
+		}{{"ca_file", &t.CAFile}, {"cert_file", &t.CertFile}, {"key_file", &t.KeyFile}, {"server_name", &t.ServerName}} {
+			if *f.val != "" {
+				v.bad(p+"."+f.name, at(f.val), "is only allowed when mode is require, verify-ca or verify-full")
+			}
+		}
+	default:
+		v.bad(p+".mode", at(&t.Mode), "must be one of disable, require, verify-ca, verify-full")
+	}
+	v.certPair(p, t.CertFile, t.KeyFile, at(&t.CertFile), at(&t.KeyFile))
+}
+
+// clientTLS checks the TLS settings towards clients.
+func (v *validator) clientTLS(p string, t *ClientTLS, b *Backend) {
+	at := func(field any) int { return v.line(field, t, b) }
+	v.certPair(p, t.CertFile, t.KeyFile, at(&t.CertFile), at(&t.KeyFile))
+	if t.Required && !t.Enabled() {
+		v.bad(p+".required", at(&t.Required), "needs cert_file and key_file")
+	}
+}
+
+// certPair checks that a certificate and its key come together.
+func (v *validator) certPair(p, cert, key string, certLine, keyLine int) {
+	switch {
+	case cert != "" && key == "":
+		v.bad(p+".key_file", certLine, "is required when cert_file is set")
+	case cert == "" && key != "":
+		v.bad(p+".cert_file", keyLine, "is required when key_file is set")
+	}
+}
+
+// clients checks the local logins of backend b.
+func (v *validator) clients(p string, b *Backend) {
+	if len(b.Clients) == 0 {
+		v.bad(p, v.line(&b.Clients, b), "at least one client is required")
+		return
+	}
+	users := map[string]string{} // user -> path of the client that has it
+	for j := range b.Clients {
+		c := &b.Clients[j]
+		cp := indexPath(p, j)
+		at := func(field any) int { return v.line(field, c) }
+
+		if c.User == "" {
+			v.bad(cp+".user", at(&c.User), "is required")
+		} else if other, dup := users[c.User]; dup {
+			v.bad(cp+".user", at(&c.User), "duplicate user (also used by %s)", other)
+		} else {
+			users[c.User] = cp
+		}
+
+		// An empty value counts as unset, like every other optional string,
+		// so that a Config marshaled with all its fields parses again. But
+		// "password: ${PW}" with PW empty deserves a pointed message.
+		set, emptyGiven, emptyVal := 0, "", (*string)(nil)
+		for _, f := range []struct {
+			name string
+			val  *string
+		}{{"password_file", &c.PasswordFile}, {"password_hash", &c.PasswordHash}, {"password", &c.Password}} {
+			switch {
+			case *f.val != "":
+				set++
+			case emptyGiven == "" && v.given.has(f.val):
+				emptyGiven, emptyVal = f.name, f.val
+			}
+		}
+		switch {
+		case set == 0 && emptyGiven != "":
+			v.bad(cp+"."+emptyGiven, at(emptyVal), "must not be empty")
+		case set == 0:
+			v.bad(cp, at(c), "needs one of password_file, password_hash or password")
+		case set > 1:
+			v.bad(cp, at(c), "must set only one of password_file, password_hash and password")
+		}
+
+		authOK := true
+		switch c.Auth {
+		case authSCRAM, authMD5:
+		case authPassword:
+			if !b.ClientTLS.Enabled() {
+				v.bad(cp+".auth", at(&c.Auth), "password (cleartext) requires client_tls with cert_file and key_file")
+			}
+		default:
+			v.bad(cp+".auth", at(&c.Auth), "must be one of scram-sha-256, md5, password")
+			authOK = false
+		}
+		if c.PasswordHash == "" {
+			continue
+		}
+		kind, problem := checkPasswordHash(c.PasswordHash)
+		switch {
+		case problem != "":
+			v.bad(cp+".password_hash", at(&c.PasswordHash), "%s", problem)
+		case !authOK:
+		case kind == hashSCRAM && c.Auth == authMD5:
+			v.bad(cp+".auth", v.line(&c.Auth, &c.PasswordHash, c),
+				"md5 cannot be used with a SCRAM-SHA-256 password_hash: answering an MD5 challenge needs the md5 hash or the password; use auth scram-sha-256")
+		case kind == hashSCRAM && c.Auth != authSCRAM:
+			v.bad(cp+".auth", v.line(&c.Auth, &c.PasswordHash, c), "must be scram-sha-256 with a SCRAM-SHA-256 password_hash")
+		case kind == hashMD5 && c.Auth != authMD5:
+			v.bad(cp+".auth", v.line(&c.Auth, &c.PasswordHash, c),
+				"must be md5 with an md5 password_hash: a SCRAM exchange cannot be verified against an MD5 hash")
+		}
+	}
+}
+
+// credential checks the backend credential source.
+func (v *validator) credential(p string, cr *Credential, b *Backend) {
+	at := func(field any) int { return v.line(field, cr, b) }
+	notAllowed := func(name string, val *string) {
+		if *val != "" {
+			v.bad(p+"."+name, at(val), "is not allowed with source %s", cr.Source)
+		}
+	}
+	switch cr.Source {
+	case "":
+		v.bad(p+".source", at(&cr.Source), "is required (file or env)")
+	case sourceFile:
+		if cr.Path == "" {
+			v.bad(p+".path", at(&cr.Path), "is required with source file")
+		}
+		notAllowed("username_env", &cr.UsernameEnv)
+		notAllowed("password_env", &cr.PasswordEnv)
+	case sourceEnv:
+		for _, f := range []struct {
+			name string
+			val  *string
+		}{{"username_env", &cr.UsernameEnv}, {"password_env", &cr.PasswordEnv}} {
+			switch {
+			case *f.val == "":
+				v.bad(p+"."+f.name, at(f.val), "is required with source env")
+			case !isEnvName(*f.val):
+				v.bad(p+"."+f.name, at(f.val), "must be an environment variable name (letters, digits and underscores, not starting with a digit)")
+			}
+		}
+		notAllowed("path", &cr.Path)
+	case sourceVaultKV, sourceVaultDB:
+		v.bad(p+".source", at(&cr.Source), "source %s is not supported by this build yet", cr.Source)
+	default:
+		v.bad(p+".source", at(&cr.Source), "must be one of file, env (vault-kv and vault-db are not supported by this build yet)")
+	}
+	v.positive(p+".refresh_interval", at(&cr.RefreshInterval), cr.RefreshInterval)
+}
+
+// address checks a host:port field.
+func (v *validator) address(path string, line int, addr string, allowPortZero, needHost bool) {
+	if addr == "" {
+		v.bad(path, line, "is required")
+		return
+	}
+	if _, _, problem := splitHostPort(addr, allowPortZero, needHost); problem != "" {
+		v.bad(path, line, "%s", problem)
+	}
+}
+
+// positive checks that a duration is greater than zero.
+func (v *validator) positive(path string, line int, d Duration) {
+	if d <= 0 {
+		v.bad(path, line, "must be greater than 0")
+	}
+}
+
+// oneOf checks an enumerated string field.
+func (v *validator) oneOf(path string, line int, val string, allowed ...string) {
+	for _, a := range allowed {
+		if val == a {
+			return
+		}
+	}
+	v.bad(path, line, "must be one of %s", strings.Join(allowed, ", "))
+}
+
+// splitHostPort splits addr into host and a numeric port and says what is
+// wrong with it otherwise, without quoting it. Port 0 (any free port) is
+// accepted only when allowPortZero is set; an empty host ("all interfaces")
+// only when needHost is not.
+func splitHostPort(addr string, allowPortZero, needHost bool) (host string, port int, problem string) {
+	if addr == "" {
+		return "", 0, "is required"
+	}
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, "must be host:port, such as 127.0.0.1:6432 or [::1]:6432"
+	}
+	port, err = strconv.Atoi(portStr)
+	if err != nil || portStr[0] == '+' || portStr[0] == '-' {
+		return "", 0, "must have a numeric port"
+	}
+	low := 1
+	if allowPortZero {
+		low = 0
+	}
+	if port < low || port > 65535 {
+		return "", 0, "port must be between " + strconv.Itoa(low) + " and 65535"
+	}
+	if needHost && host == "" {
+		return "", 0, "must include a host"
+	}
+	return host, port, ""
+}
+
+// boundAddr is a listen address, for detecting two listeners on one port.
+type boundAddr struct {
+	path string
+	host string
+	port int
+}
+
+// parseBound splits a listen address that splitHostPort accepts.
+func parseBound(path, addr string) (boundAddr, bool) {
+	host, port, problem := splitHostPort(addr, true, false)
+	if problem != "" {
+		return boundAddr{}, false
+	}
+	return boundAddr{path: path, host: host, port: port}, true
+}
+
+// overlaps reports whether a and b would bind the same port on a common
+// address: the same host, or either one on all interfaces.
+func (a boundAddr) overlaps(b boundAddr) bool {
+	if a.port != b.port {
+		return false
+	}
+	if isWildcard(a.host) || isWildcard(b.host) {
+		return true
+	}
+	ipA, ipB := net.ParseIP(a.host), net.ParseIP(b.host)
+	if ipA != nil && ipB != nil {
+		return ipA.Equal(ipB)
+	}
+	return strings.EqualFold(a.host, b.host)
+}
+
+// isWildcard reports whether host means all interfaces.
+func isWildcard(host string) bool {
+	if host == "" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
+}
+
+// isLoopback reports whether host is "localhost" or a loopback IP address
+// (127.0.0.0/8, ::1).
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// isBackendName reports whether s matches [a-z0-9-]+.
+func isBackendName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
