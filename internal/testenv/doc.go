@@ -1,0 +1,20 @@
+// Package testenv starts throwaway database servers for tests and benchmarks and hands out
+// per-test databases, users, certificates and client commands.
+//
+// Servers run from the binaries installed on the machine, in temp dirs, on free loopback ports,
+// with password authentication (scram-sha-256) and TLS from a fresh CA. One PostgreSQL server is
+// shared by every test of a test binary ([PG]); each test creates its own databases and users
+// ([Postgres.CreateDatabase], [Postgres.CreateUser]) so tests stay independent and may run in
+// parallel. A test binary that uses [PG] must call [Main] from TestMain so the server is stopped
+// and its directories removed when the tests end:
+//
+//	func TestMain(m *testing.M) { testenv.Main(m) }
+//
+// When the environment variable CI is "true", a missing server binary fails the test instead of
+// skipping it.
+//
+// Lifetime: a server is stopped by [Postgres.Stop], by [Main] at the end of the test binary, or,
+// on Linux, by the kernel sending it SIGINT (fast shutdown) when the test binary dies without
+// cleaning up (PR_SET_PDEATHSIG). In that last case its temp dir stays behind; the next
+// [StartPostgres] on the machine removes such leftovers once their owner and server are gone.
+package testenv
