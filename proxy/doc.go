@@ -1,0 +1,23 @@
+// Package proxy is the protocol-neutral core of credswap: the accept loop
+// (Server), the runtime of one configured backend (Backend: client limit,
+// credential Store, Pool of idle backend connections by generation, session
+// Registry, drain controller), switch outcomes, Prometheus metrics and the
+// client-facing error codes.
+//
+// Protocol packages (proxy/postgres) implement Handler for accepted
+// connections and Session for authenticated clients, and report into the
+// Backend. The Backend never touches the wire: it decides when sessions
+// should move to a newer credential generation (Target), warms the pool
+// for them, asks each to Switch at its safe point, and applies the drain
+// deadline.
+//
+// Generations: every credential the Store adopts gets the next number.
+// Backend connections and sessions carry the generation they logged in
+// with. Store.Current is what new connections use at once; Target trails
+// it while the drain controller pre-dials connections of the new
+// generation, so that a switch costs no login.
+//
+// Concurrency: every exported method is safe for concurrent use unless
+// its comment says otherwise. Metrics gauges are computed when scraped, so
+// the relay's hot path touches no shared state.
+package proxy

@@ -1,0 +1,148 @@
+package proxy
+
+import (
+	"strconv"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+const namespace = "credswap"
+
+// Metrics holds the Prometheus metrics of every backend. Event counters are
+// incremented where events happen; gauges are read from the backends when
+// scraped, so the hot path never touches a metric.
+type Metrics struct {
+	clientAuthFailures  *prometheus.CounterVec
+	clientErrors        *prometheus.CounterVec
+	switches            *prometheus.CounterVec
+	backendAuthFailures *prometheus.CounterVec
+
+	mu       sync.Mutex
+	backends []*Backend
+}
+
+// NewMetrics creates the metrics and registers them with reg; a nil reg
+// leaves them unregistered (tests).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		clientAuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "client_auth_failures_total",
+			Help: "Client logins refused because of a wrong local user or password.",
+		}, []string{"backend"}),
+		clientErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "client_errors_total",
+			Help: "Errors the proxy itself reported to clients, by code.",
+		}, []string{"backend", "code"}),
+		switches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "session_switches_total",
+			Help: "Attempts to move a live session to a newer credential generation, by result.",
+		}, []string{"backend", "result"}),
+		backendAuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "backend_auth_failures_total",
+			Help: "Backend logins the database refused because of the credential.",
+		}, []string{"backend"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.clientAuthFailures, m.clientErrors, m.switches, m.backendAuthFailures, (*collector)(m))
+	}
+	return m
+}
+
+// backendMetrics are the counters of one backend with the label bound.
+type backendMetrics struct {
+	clientAuthFailures  prometheus.Counter
+	clientErrors        *prometheus.CounterVec
+	switches            *prometheus.CounterVec
+	backendAuthFailures prometheus.Counter
+}
+
+func (m *Metrics) forBackend(name string) *backendMetrics {
+	l := prometheus.Labels{"backend": name}
+	return &backendMetrics{
+		clientAuthFailures:  m.clientAuthFailures.With(l),
+		clientErrors:        m.clientErrors.MustCurryWith(l),
+		switches:            m.switches.MustCurryWith(l),
+		backendAuthFailures: m.backendAuthFailures.With(l),
+	}
+}
+
+func (m *Metrics) track(b *Backend) {
+	m.mu.Lock()
+	m.backends = append(m.backends, b)
+	m.mu.Unlock()
+}
+
+// collector reports the gauges computed from backend state at scrape time.
+type collector Metrics
+
+var (
+	descClientSessions = prometheus.NewDesc(namespace+"_client_sessions",
+		"Authenticated client sessions.", []string{"backend"}, nil)
+	descBackendConns = prometheus.NewDesc(namespace+"_backend_connections",
+		"Open backend connections (in use or idle) by credential generation.", []string{"backend", "generation"}, nil)
+	descIdleConns = prometheus.NewDesc(namespace+"_backend_idle_connections",
+		"Backend connections idle in the pool.", []string{"backend"}, nil)
+	descGeneration = prometheus.NewDesc(namespace+"_credential_generation",
+		"Generation number of the adopted backend credential.", []string{"backend"}, nil)
+	descExpiry = prometheus.NewDesc(namespace+"_credential_expiry_timestamp_seconds",
+		"When the adopted backend credential expires (Unix time); absent when it does not expire.", []string{"backend"}, nil)
+	descPinned = prometheus.NewDesc(namespace+"_pinned_sessions",
+		"Sessions that cannot move to a newer credential, by reason.", []string{"backend", "reason"}, nil)
+	descAdoptFailures = prometheus.NewDesc(namespace+"_credential_adoption_failures_total",
+		"Failed reads of the credential source and failed test logins with a changed credential.", []string{"backend"}, nil)
+	descAdoptFailing = prometheus.NewDesc(namespace+"_credential_adoption_failing",
+		"1 while a changed credential cannot be adopted (see /v1/status for why), else 0.", []string{"backend"}, nil)
+	descVerified = prometheus.NewDesc(namespace+"_credential_verified",
+		"1 when the adopted credential passed a test login, else 0.", []string{"backend"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descClientSessions, descBackendConns, descIdleConns, descGeneration,
+		descExpiry, descPinned, descAdoptFailures, descAdoptFailing, descVerified} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	backends := append([]*Backend(nil), c.backends...)
+	c.mu.Unlock()
+	for _, b := range backends {
+		name := b.Name()
+		sessions := b.Sessions.Snapshot()
+		ch <- prometheus.MustNewConstMetric(descClientSessions, prometheus.GaugeValue, float64(len(sessions)), name)
+		pinned := map[string]int{}
+		for _, s := range sessions {
+			if r := s.Info().PinReason; r != "" {
+				pinned[r]++
+			}
+		}
+		for reason, n := range pinned {
+			ch <- prometheus.MustNewConstMetric(descPinned, prometheus.GaugeValue, float64(n), name, reason)
+		}
+		for gen, n := range b.Conns.Snapshot() {
+			ch <- prometheus.MustNewConstMetric(descBackendConns, prometheus.GaugeValue, float64(n), name, strconv.FormatUint(gen, 10))
+		}
+		ch <- prometheus.MustNewConstMetric(descIdleConns, prometheus.GaugeValue, float64(b.Pool.Len()), name)
+		st := b.Store.Status()
+		if st.Current != nil {
+			ch <- prometheus.MustNewConstMetric(descGeneration, prometheus.GaugeValue, float64(st.Current.Generation), name)
+			if !st.Current.Expiry.IsZero() {
+				ch <- prometheus.MustNewConstMetric(descExpiry, prometheus.GaugeValue, float64(st.Current.Expiry.Unix()), name)
+			}
+			ch <- prometheus.MustNewConstMetric(descVerified, prometheus.GaugeValue, boolGauge(st.Current.Verified), name)
+		}
+		ch <- prometheus.MustNewConstMetric(descAdoptFailures, prometheus.CounterValue, float64(st.AdoptionFailures), name)
+		ch <- prometheus.MustNewConstMetric(descAdoptFailing, prometheus.GaugeValue, boolGauge(st.Failing), name)
+	}
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
