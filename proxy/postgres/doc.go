@@ -1,0 +1,36 @@
+// Package postgres is the PostgreSQL side of credswap: the front end that
+// terminates client connections (SSLRequest and direct TLS, GSSENCRequest,
+// CancelRequest, protocol negotiation, SCRAM-SHA-256[-PLUS], md5 and
+// cleartext-over-TLS authentication against local users), the back end that
+// logs in to the database with the current credential through pgconn and
+// hijacks the connection, the frame relay, and the live switch of a
+// session to a new backend connection with its state replayed.
+//
+// # Relay
+//
+// Each session has two goroutines: the client reader (clientLoop) and the
+// backend reader (backendLoop). Both forward bytes in whole batches (one
+// read and one write syscall per batch) and decode only message headers,
+// except for the few messages the state machine needs whole: Query and
+// Parse from the client (custom setting names, the unnamed statement),
+// ReadyForQuery, ParameterStatus and ErrorResponse from the server. On
+// plain TCP a reader waits for readability through syscall.RawConn before
+// it takes a buffer from the pool, so an idle session holds no buffer.
+//
+// # Safe points and switches
+//
+// A session may change backend connections only when nothing is in
+// flight: the last ReadyForQuery said idle, every Sync, Query and
+// FunctionCall has been answered, no extended-protocol message was sent
+// since the last Sync, and no COPY is running. A switch (docs/swap.md)
+// pauses the backend reader at a message boundary, captures the session's
+// state on the old connection in one round trip, replays it on a warm
+// connection of the new generation in one more, forwards what the old
+// connection still delivered, sends the client the ParameterStatus values
+// that changed, and resumes the reader on the new connection. Temporary
+// tables, WITH HOLD cursors and session advisory locks pin a session to
+// its connection until they are gone.
+//
+// Cancel keys are minted by the proxy and mapped to the session's current
+// backend process, so cancels keep working across switches.
+package postgres

@@ -1,0 +1,98 @@
+package postgres
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// headerLen is the size of a message header after startup: a type byte and
+// an int32 length that counts itself but not the type byte.
+const headerLen = 5
+
+// frameState tracks message boundaries in a byte stream that is forwarded
+// in arbitrary chunks. Only the relay goroutine of one direction uses it.
+type frameState struct {
+	// rem is how many body bytes of a streamed message are still to come.
+	rem int
+}
+
+// atBoundary reports whether the stream is between two messages.
+func (fs *frameState) atBoundary() bool { return fs.rem == 0 }
+
+// visitor is told about each message header the scanner meets. For message
+// types marked in the want set, body holds the whole message body;
+// otherwise body is nil and only bodyLen is known. Returning stop leaves
+// the message at the current position unforwarded.
+type visitor interface {
+	visit(typ byte, bodyLen int, body []byte) (stop bool, err error)
+}
+
+// lengthError reports a message whose length field is impossible or over the limit.
+type lengthError struct {
+	typ     byte
+	bodyLen int64
+	max     int
+}
+
+func (e *lengthError) Error() string {
+	if e.bodyLen < 0 {
+		return fmt.Sprintf("invalid length %d in message of type %q", e.bodyLen+4, e.typ)
+	}
+	return fmt.Sprintf("message of type %q is %d bytes long, more than the limit of %d", e.typ, e.bodyLen, e.max)
+}
+
+// scanFrames walks the message headers in p, which continues the stream
+// where the previous call stopped. It returns fwd, the length of the
+// prefix of p that may be forwarded now. When more input is needed before
+// the message at p[fwd:] can be handled, need is the number of bytes that
+// message requires in total (a whole header, or a whole wanted message) and
+// the caller must keep p[fwd:] and read more. stop is the visitor's stop.
+//
+// Bodies of messages not in want are never inspected: they stream through
+// without being buffered, whatever their size. maxBody (0: unlimited)
+// bounds every message's body length.
+func scanFrames(fs *frameState, p []byte, maxBody int, want *[256]bool, v visitor) (fwd, need int, stop bool, err error) {
+	pos := 0
+	for pos < len(p) {
+		if fs.rem > 0 {
+			k := min(fs.rem, len(p)-pos)
+			pos += k
+			fs.rem -= k
+			continue
+		}
+		if len(p)-pos < headerLen {
+			return pos, headerLen, false, nil
+		}
+		typ := p[pos]
+		bodyLen := int64(int32(binary.BigEndian.Uint32(p[pos+1:pos+headerLen]))) - 4
+		if bodyLen < 0 || (maxBody > 0 && bodyLen > int64(maxBody)) {
+			return pos, 0, false, &lengthError{typ: typ, bodyLen: bodyLen, max: maxBody}
+		}
+		n := int(bodyLen)
+		if want[typ] {
+			if len(p)-pos < headerLen+n {
+				return pos, headerLen + n, false, nil
+			}
+			if stop, err := v.visit(typ, n, p[pos+headerLen:pos+headerLen+n]); stop || err != nil {
+				return pos, 0, stop, err
+			}
+			pos += headerLen + n
+			continue
+		}
+		if stop, err := v.visit(typ, n, nil); stop || err != nil {
+			return pos, 0, stop, err
+		}
+		pos += headerLen
+		fs.rem = n
+	}
+	return pos, 0, false, nil
+}
+
+// wantSet builds a want set for scanFrames.
+func wantSet(types ...byte) *[256]bool {
+	var w [256]bool
+	for _, t := range types {
+		w[t] = true
+	}
+	return &w
+}

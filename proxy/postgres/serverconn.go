@@ -1,0 +1,253 @@
+package postgres
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/credswap/credswap/creds"
+	"github.com/credswap/credswap/proxy"
+)
+
+// Dialer logs in to the upstream PostgreSQL with a given credential. It is
+// immutable and safe for concurrent use.
+type Dialer struct {
+	host    string
+	port    uint16
+	tls     *tls.Config // nil: plaintext
+	timeout time.Duration
+	// verifyDB is the database test logins connect to.
+	verifyDB string
+	base     *pgconn.Config
+}
+
+// DialerOptions configures a Dialer.
+type DialerOptions struct {
+	// Upstream is host:port of the database.
+	Upstream string
+	// TLS secures connections; nil sends plaintext (upstream_tls: disable).
+	TLS *tls.Config
+	// Timeout bounds one login attempt (TCP, TLS and authentication).
+	Timeout time.Duration
+	// VerifyDatabase is the database a test login connects to.
+	VerifyDatabase string
+}
+
+// NewDialer builds the base connection configuration once. Every setting is
+// explicit: no PG* environment variable, passfile or service file, no
+// sslmode fallback, no target_session_attrs check can change where or how
+// the proxy connects.
+func NewDialer(opts DialerOptions) (*Dialer, error) {
+	host, portStr, err := net.SplitHostPort(opts.Upstream)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %q: %w", opts.Upstream, err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("upstream port %q: %w", portStr, err)
+	}
+	// ParseConfig is the only constructor pgconn accepts; the string names
+	// every connection key so that the environment cannot add any, and
+	// the fields below overwrite whatever it derived.
+	base, err := pgconn.ParseConfig("host=127.0.0.1 port=5432 user=credswap dbname=postgres password=unused sslmode=disable")
+	if err != nil {
+		return nil, fmt.Errorf("building connection config: %w", err)
+	}
+	base.Host = host
+	base.Port = uint16(port)
+	base.TLSConfig = opts.TLS
+	base.Fallbacks = nil
+	base.RuntimeParams = map[string]string{}
+	base.ValidateConnect = nil
+	base.AfterConnect = nil
+	base.KerberosSrvName = ""
+	base.KerberosSpn = ""
+	base.SSLNegotiation = "postgres"
+	base.MinProtocolVersion = "3.0"
+	base.MaxProtocolVersion = "3.0"
+	base.ConnectTimeout = opts.Timeout
+	d := &net.Dialer{Timeout: opts.Timeout, KeepAlive: 30 * time.Second}
+	base.DialFunc = d.DialContext
+	base.OnNotice = nil
+	base.OnNotification = nil
+	if opts.VerifyDatabase == "" {
+		opts.VerifyDatabase = "postgres"
+	}
+	return &Dialer{host: host, port: uint16(port), tls: opts.TLS, timeout: opts.Timeout, verifyDB: opts.VerifyDatabase, base: base}, nil
+}
+
+// dial logs in with gen's credential to database with the given runtime
+// parameters and takes over the raw connection.
+func (d *Dialer) dial(ctx context.Context, gen *creds.Generation, database string, params map[string]string) (*serverConn, error) {
+	cfg := d.base.Copy()
+	cfg.User = gen.Cred.Username
+	cfg.Password = gen.Cred.Password
+	cfg.Database = database
+	for k, v := range params {
+		cfg.RuntimeParams[k] = v
+	}
+	if d.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d.timeout)
+		defer cancel()
+	}
+	pc, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, classifyDialError(err)
+	}
+	if err := pc.SyncConn(ctx); err != nil {
+		pc.Close(context.Background())
+		return nil, err
+	}
+	hc, err := pc.Hijack()
+	if err != nil {
+		pc.Close(context.Background())
+		return nil, err
+	}
+	sc := &serverConn{
+		conn:   hc.Conn,
+		pid:    hc.PID,
+		secret: hc.SecretKey,
+		params: hc.ParameterStatuses,
+		gen:    gen.N,
+	}
+	if sc.params == nil {
+		sc.params = map[string]string{}
+	}
+	return sc, nil
+}
+
+// Verify performs a test login with c to the verify database; it is the
+// creds.VerifyFunc of the backend's Store.
+func (d *Dialer) Verify(ctx context.Context, c creds.Credential) error {
+	sc, err := d.dial(ctx, &creds.Generation{Cred: c}, d.verifyDB, nil)
+	if err != nil {
+		return err
+	}
+	sc.Close()
+	return nil
+}
+
+// classifyDialError wraps authentication failures with creds.ErrRejected.
+// pgconn's messages name the user and database but never the password.
+func classifyDialError(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "28P01" || pgErr.Code == "28000") {
+		return fmt.Errorf("%w: %w", creds.ErrRejected, err)
+	}
+	return err
+}
+
+// cancel sends a CancelRequest for the backend process pid to the upstream
+// (https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-CANCELING-REQUESTS).
+func (d *Dialer) cancel(ctx context.Context, pid uint32, secret []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	var nd net.Dialer
+	conn, err := nd.DialContext(ctx, "tcp", net.JoinHostPort(d.host, strconv.Itoa(int(d.port))))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	if d.tls != nil {
+		if _, err := conn.Write(appendFrontendMsg(nil, &pgproto3.SSLRequest{})); err != nil {
+			return err
+		}
+		var resp [1]byte
+		if _, err := conn.Read(resp[:]); err != nil {
+			return err
+		}
+		if resp[0] != 'S' {
+			return errors.New("upstream refused TLS for the cancel request")
+		}
+		tc := tls.Client(conn, d.tls)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return err
+		}
+		conn = tc
+	}
+	_, err = conn.Write(appendFrontendMsg(nil, &pgproto3.CancelRequest{ProcessID: pid, SecretKey: secret}))
+	return err
+}
+
+// serverConn is one logged-in backend connection after Hijack. It is owned
+// by exactly one holder at a time: a session (whose relay goroutines read
+// and write it under the session's rules), the pool, or a switch in
+// progress.
+type serverConn struct {
+	conn   net.Conn
+	pid    uint32
+	secret []byte
+	// params are the ParameterStatus values the backend reported, kept
+	// current by whichever goroutine reads the connection.
+	params map[string]string
+	gen    uint64
+	key    string
+	conns  *proxy.ConnCounter
+	closed atomic.Bool
+}
+
+var _ proxy.PooledConn = (*serverConn)(nil)
+
+// Generation implements proxy.PooledConn.
+func (c *serverConn) Generation() uint64 { return c.gen }
+
+// PoolKey implements proxy.PooledConn.
+func (c *serverConn) PoolKey() string { return c.key }
+
+// Healthy implements proxy.PooledConn: an idle backend connection must have
+// nothing to read; data or EOF means the server closed or complained.
+func (c *serverConn) Healthy() bool {
+	raw := c.conn
+	if tc, ok := raw.(*tls.Conn); ok {
+		raw = tc.NetConn()
+	}
+	sc, ok := raw.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	healthy := false
+	var b [1]byte
+	rc.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		healthy = err == syscall.EAGAIN
+		return true
+	})
+	return healthy
+}
+
+// Close sends Terminate and closes the connection. Idempotent.
+func (c *serverConn) Close() error {
+	if !c.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	c.conn.Write([]byte{'X', 0, 0, 0, 4})
+	err := c.conn.Close()
+	if c.conns != nil {
+		c.conns.Closed(c.gen)
+	}
+	return err
+}
+
+// write sends p in full.
+func (c *serverConn) write(p []byte) error {
+	_, err := c.conn.Write(p)
+	return err
+}

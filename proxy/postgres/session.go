@@ -1,0 +1,491 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/credswap/credswap/creds"
+	"github.com/credswap/credswap/proxy"
+)
+
+// Message types whose whole body the relay needs (all others stream
+// through unbuffered). Client: Query and Parse, scanned for custom setting
+// names and the unnamed statement. Server: ReadyForQuery (transaction
+// status), ParameterStatus (reported values), ErrorResponse (FATAL).
+var (
+	clientWant = wantSet('Q', 'P')
+	serverWant = wantSet('Z', 'S', 'E')
+)
+
+// maxCustomSettings bounds the custom setting names one session remembers.
+const maxCustomSettings = 256
+
+// aLongTimeAgo is a deadline in the past, used to interrupt a blocked read.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// cancelTarget is where a CancelRequest for the session goes: its current
+// backend process.
+type cancelTarget struct {
+	pid    uint32
+	secret []byte
+}
+
+// pinState records why a session cannot move to a new backend connection.
+type pinState struct {
+	reason string
+	since  time.Time
+}
+
+// session is one authenticated client and its backend connection.
+//
+// Goroutines: the client reader (the handler's goroutine, running
+// clientLoop) forwards client→backend; the backend reader (backendLoop)
+// forwards backend→client. Switches run on the client reader or on a
+// drain worker, always holding mu, and pause the backend reader while they
+// use the backend connection themselves.
+type session struct {
+	h   *Handler
+	id  uint64
+	log *zap.Logger
+
+	client   net.Conn
+	crd      connReader
+	cbuf     rbuf       // client reader only
+	cfs      frameState // client reader only
+	user     string
+	database string
+	// params are the startup parameters forwarded to every backend
+	// connection of the session; key is their pool key.
+	params      map[string]string
+	key         string
+	cancelPID   uint32
+	secret      uint32 // the cancel key's secret half
+	connectedAt time.Time
+	gucSink     func(string) // s.addCustomSetting, bound once
+
+	// wmu serializes writes to the client. clientMidMsg (under wmu) is set
+	// while the client has received only part of a message, when nothing
+	// else may be written to it.
+	wmu          sync.Mutex
+	clientMidMsg bool
+
+	// mu is held by the client reader while it forwards one batch, and by
+	// Switch and finish for their whole run. The fields below it are
+	// guarded by it.
+	mu           sync.Mutex
+	be           *serverConn // replaced only while the backend reader is paused
+	ext          bool        // extended-protocol messages sent since the last Sync
+	lastQE       byte        // 'Q' or 'E', whichever the client sent last
+	syncsAfterQE int32       // Syncs forwarded since then
+	customGUCs   []string
+	unnamed      []byte // body of the last unnamed Parse; valid if hasUnnamed
+	hasUnnamed   bool
+	closing      bool
+	lastPinCheck time.Time
+
+	gen         atomic.Uint64
+	outstanding atomic.Int32  // Syncs and Queries not yet answered by ReadyForQuery
+	txStatus    atomic.Uint32 // status byte of the last ReadyForQuery
+	copyIn      atomic.Bool   // the backend is in copy-in mode
+	target      atomic.Pointer[cancelTarget]
+	pin         atomic.Pointer[pinState]
+	terminated  atomic.Bool
+	// readerFailed is set when the backend reader ended on its own (the
+	// backend or the client failed); the backend connection may then be
+	// mid-message and is never reused.
+	readerFailed atomic.Bool
+
+	// Backend reader state and control. sbuf and sfs belong to the backend
+	// reader, and to a switch while the reader is paused.
+	sbuf     rbuf
+	sfs      frameState
+	pauseReq atomic.Bool
+	paused   chan struct{}
+	resume   chan *serverConn
+	g2done   chan struct{}
+}
+
+var _ proxy.Session = (*session)(nil)
+
+// ID implements proxy.Session.
+func (s *session) ID() uint64 { return s.id }
+
+// Generation implements proxy.Session.
+func (s *session) Generation() uint64 { return s.gen.Load() }
+
+// PoolKey implements proxy.Session.
+func (s *session) PoolKey() string { return s.key }
+
+// Info implements proxy.Session.
+func (s *session) Info() proxy.SessionInfo {
+	info := proxy.SessionInfo{
+		ID:          s.id,
+		Client:      s.client.RemoteAddr().String(),
+		User:        s.user,
+		Database:    s.database,
+		Generation:  s.gen.Load(),
+		State:       s.state(),
+		ConnectedAt: s.connectedAt,
+	}
+	if p := s.pin.Load(); p != nil {
+		info.PinReason = p.reason
+		info.PinnedSince = p.since
+	}
+	return info
+}
+
+func (s *session) state() string {
+	switch {
+	case s.outstanding.Load() > 0:
+		return "active"
+	case s.txStatus.Load() != 'I':
+		return "idle_in_transaction"
+	}
+	return "idle"
+}
+
+// DialSpare implements proxy.Session.
+func (s *session) DialSpare(ctx context.Context, gen *creds.Generation) (proxy.PooledConn, error) {
+	return s.h.dial(ctx, gen, s.database, s.params, s.key)
+}
+
+// Terminate implements proxy.Session: it sends a FATAL error when the
+// client is between messages, and closes the client connection, which ends
+// the client reader and with it the session.
+func (s *session) Terminate(e *proxy.Error) {
+	if !s.terminated.CompareAndSwap(false, true) {
+		return
+	}
+	s.h.b.CountClientError(e.Code)
+	s.wmu.Lock()
+	if !s.clientMidMsg {
+		s.client.SetWriteDeadline(time.Now().Add(time.Second))
+		s.client.Write(appendFatal(nil, e))
+	}
+	s.wmu.Unlock()
+	s.client.Close()
+}
+
+// safePoint reports whether nothing is in flight between client and
+// backend, so the backend connection may be exchanged. Callers hold mu.
+func (s *session) safePoint() bool {
+	return s.outstanding.Load() == 0 && !s.ext && s.txStatus.Load() == 'I' &&
+		!s.copyIn.Load() && s.cfs.atBoundary()
+}
+
+// run relays until either side ends, then releases everything.
+func (s *session) run(ctx context.Context) {
+	go s.backendLoop(s.be)
+	clean, err := s.clientLoop(ctx)
+	s.finish(clean, err)
+}
+
+// clientLoop forwards client messages to the backend until the client
+// leaves (clean: Terminate or EOF) or something fails.
+func (s *session) clientLoop(ctx context.Context) (clean bool, err error) {
+	pool := &s.h.bufs
+	for {
+		if s.cbuf.n == 0 {
+			s.cbuf.release(pool)
+		}
+		if err := s.crd.fill(&s.cbuf); err != nil {
+			return errors.Is(err, io.EOF), err
+		}
+		s.mu.Lock()
+		if s.h.b.Behind(s.gen.Load()) && s.safePoint() {
+			s.switchLocked(ctx, s.h.b.Target())
+		}
+		fwd, need, stop, scanErr := scanFrames(&s.cfs, s.cbuf.buf[:s.cbuf.n], s.h.maxBody, clientWant, s)
+		var werr error
+		if fwd > 0 {
+			werr = s.be.write(s.cbuf.buf[:fwd])
+		}
+		s.mu.Unlock()
+		s.cbuf.consume(fwd)
+		switch {
+		case scanErr != nil:
+			var le *lengthError
+			if errors.As(scanErr, &le) && le.bodyLen >= 0 {
+				return false, proxy.Errorf(proxy.CodeMessageTooLarge, scanErr,
+					"message of %d bytes exceeds the proxy's max_message_size", le.bodyLen+4)
+			}
+			return false, proxy.Errorf(proxy.CodeProtocolViolation, scanErr, "invalid message from client")
+		case werr != nil:
+			return false, proxy.Errorf(proxy.CodeBackendLost, werr, "lost the connection to the database server")
+		case stop:
+			return true, nil
+		}
+		if need > len(s.cbuf.buf) {
+			s.cbuf.grow(need)
+		}
+	}
+}
+
+// visit implements visitor for client→backend messages; the client reader
+// calls it holding mu. It updates the safe-point state before the batch
+// is forwarded, so the backend's answer can never overtake it.
+func (s *session) visit(typ byte, _ int, body []byte) (bool, error) {
+	switch typ {
+	case 'Q': // Query: destroys the unnamed statement
+		s.outstanding.Add(1)
+		s.lastQE, s.syncsAfterQE = 'Q', 0
+		s.hasUnnamed = false
+		scanSettingNames(body, s.gucSink)
+	case 'P': // Parse
+		s.ext = true
+		name, rest, _ := bytes.Cut(body, []byte{0})
+		if len(name) == 0 {
+			s.unnamed = append(s.unnamed[:0], body...)
+			s.hasUnnamed = true
+		}
+		if q, _, ok := bytes.Cut(rest, []byte{0}); ok {
+			scanSettingNames(q, s.gucSink)
+		}
+	case 'E': // Execute
+		s.ext = true
+		s.lastQE, s.syncsAfterQE = 'E', 0
+	case 'S': // Sync; ignored by the server in copy-in mode
+		if !s.copyIn.Load() {
+			s.outstanding.Add(1)
+			s.ext = false
+			s.syncsAfterQE++
+		}
+	case 'F': // FunctionCall
+		s.outstanding.Add(1)
+	case 'c', 'f': // CopyDone, CopyFail
+		if s.copyIn.Load() {
+			s.copyIn.Store(false)
+			// The server ignored the Syncs that followed an Execute of
+			// COPY FROM STDIN; a client sends another after CopyDone.
+			if s.lastQE == 'E' {
+				s.outstanding.Add(-s.syncsAfterQE)
+				s.syncsAfterQE = 0
+			}
+		}
+	case 'd': // CopyData
+	case 'X': // Terminate: the backend connection stays open for the pool
+		return true, nil
+	default: // Bind, Describe, Close, Flush and anything else
+		s.ext = true
+	}
+	return false, nil
+}
+
+func (s *session) addCustomSetting(name string) {
+	for _, n := range s.customGUCs {
+		if n == name {
+			return
+		}
+	}
+	if len(s.customGUCs) < maxCustomSettings {
+		s.customGUCs = append(s.customGUCs, name)
+	}
+}
+
+// serverVisitor implements visitor for backend→client messages on the
+// backend reader.
+type serverVisitor struct {
+	s     *session
+	be    *serverConn
+	rfq   bool // a ReadyForQuery went by in this batch
+	fatal bool // a FATAL ErrorResponse went by
+}
+
+func (v *serverVisitor) visit(typ byte, n int, body []byte) (bool, error) {
+	s := v.s
+	switch typ {
+	case 'Z':
+		if n != 1 {
+			return false, errors.New("malformed ReadyForQuery from the database")
+		}
+		s.txStatus.Store(uint32(body[0]))
+		if s.outstanding.Add(-1) < 0 {
+			s.outstanding.Store(0)
+		}
+		v.rfq = true
+	case 'S':
+		if name, value, ok := parseParameterStatus(body); ok {
+			v.be.setParam(name, value)
+		}
+	case 'E':
+		if isFatal(body) {
+			v.fatal = true
+		}
+	case 'G', 'W': // CopyInResponse, CopyBothResponse
+		s.copyIn.Store(true)
+	}
+	return false, nil
+}
+
+// backendLoop forwards backend messages to the client. It pauses at a
+// message boundary when asked (pauseReq and a read deadline in the past),
+// hands the connection to the pauser, and continues with whatever backend
+// connection it is given back; nil ends it.
+func (s *session) backendLoop(be *serverConn) {
+	defer close(s.g2done)
+	pool := &s.h.bufs
+	rd := newConnReader(be.conn, pool)
+	v := serverVisitor{s: s, be: be}
+	for {
+		if s.pauseReq.Load() && s.sbuf.n == 0 && s.sfs.atBoundary() {
+			s.sbuf.release(pool)
+			s.paused <- struct{}{}
+			nb := <-s.resume
+			if nb == nil {
+				return
+			}
+			be = nb
+			rd = newConnReader(be.conn, pool)
+			v = serverVisitor{s: s, be: be}
+			continue
+		}
+		if s.sbuf.n == 0 {
+			s.sbuf.release(pool)
+		}
+		if err := rd.fill(&s.sbuf); err != nil {
+			if s.pauseReq.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+				if s.sbuf.n > 0 || !s.sfs.atBoundary() {
+					be.conn.SetReadDeadline(time.Time{}) // finish the message first
+				}
+				continue
+			}
+			s.backendGone(err, v.fatal)
+			return
+		}
+		fwd, need, _, err := scanFrames(&s.sfs, s.sbuf.buf[:s.sbuf.n], 0, serverWant, &v)
+		if err != nil {
+			s.backendGone(err, false)
+			return
+		}
+		if fwd > 0 {
+			s.wmu.Lock()
+			_, werr := s.client.Write(s.sbuf.buf[:fwd])
+			s.clientMidMsg = !s.sfs.atBoundary()
+			s.wmu.Unlock()
+			s.sbuf.consume(fwd)
+			if werr != nil {
+				s.readerFailed.Store(true)
+				s.client.Close() // ends the client reader
+				s.sbuf.n = 0
+				s.sbuf.release(pool)
+				return
+			}
+		}
+		if need > len(s.sbuf.buf) {
+			s.sbuf.grow(need)
+		}
+		if v.rfq {
+			v.rfq = false
+			if s.outstanding.Load() == 0 && s.txStatus.Load() == 'I' && s.pin.Load() == nil && s.h.b.Behind(s.gen.Load()) {
+				s.h.b.Nudge(s)
+			}
+		}
+	}
+}
+
+// backendGone ends the session after the backend connection failed or
+// closed. A FATAL error the server sent has been forwarded already;
+// otherwise the client gets one.
+func (s *session) backendGone(err error, fatalSent bool) {
+	s.readerFailed.Store(true)
+	s.sbuf.n = 0
+	s.sbuf.release(&s.h.bufs)
+	if s.terminated.Load() {
+		return
+	}
+	s.log.Info("backend connection ended", zap.Error(err))
+	if !fatalSent && s.terminated.CompareAndSwap(false, true) {
+		e := proxy.Errorf(proxy.CodeBackendLost, err, "server closed the connection unexpectedly")
+		s.h.b.CountClientError(e.Code)
+		s.wmu.Lock()
+		if !s.clientMidMsg {
+			s.client.SetWriteDeadline(time.Now().Add(time.Second))
+			s.client.Write(appendFatal(nil, e))
+		}
+		s.wmu.Unlock()
+	}
+	s.terminated.Store(true)
+	s.client.Close()
+}
+
+// pauseReader stops the backend reader at a message boundary so that the
+// caller may use be itself. It reports false if the reader had already
+// ended (the backend connection is gone). Callers hold mu.
+func (s *session) pauseReader(be *serverConn) bool {
+	s.pauseReq.Store(true)
+	be.conn.SetReadDeadline(aLongTimeAgo)
+	select {
+	case <-s.paused:
+		be.conn.SetReadDeadline(time.Time{})
+		return true
+	case <-s.g2done:
+		s.pauseReq.Store(false)
+		return false
+	}
+}
+
+// resumeReader lets a paused backend reader continue with be; nil ends it.
+func (s *session) resumeReader(be *serverConn) {
+	s.pauseReq.Store(false)
+	s.resume <- be
+}
+
+// stopReader ends the backend reader and waits for it.
+func (s *session) stopReader() {
+	if s.pauseReader(s.be) {
+		s.resumeReader(nil)
+	}
+	<-s.g2done
+}
+
+// finish releases the session: the backend connection goes back to the
+// pool if the client left cleanly at a safe point with a current
+// connection, and is closed otherwise.
+func (s *session) finish(clean bool, cause error) {
+	var pe *proxy.Error
+	if cause != nil && !clean && errors.As(cause, &pe) && s.terminated.CompareAndSwap(false, true) {
+		s.h.b.CountClientError(pe.Code)
+		s.log.Info("closing session", zap.Error(cause))
+		s.wmu.Lock()
+		if !s.clientMidMsg {
+			s.client.SetWriteDeadline(time.Now().Add(time.Second))
+			s.client.Write(appendFatal(nil, pe))
+		}
+		s.wmu.Unlock()
+	}
+	// Closing the client first also frees a backend reader blocked on a
+	// client that stopped reading.
+	s.client.Close()
+	s.mu.Lock()
+	s.closing = true
+	s.stopReader()
+	be := s.be
+	cur := s.h.b.Store.Current()
+	reuse := clean && !s.terminated.Load() && !s.readerFailed.Load() && s.safePoint() && cur != nil && be.gen == cur.N
+	s.mu.Unlock()
+	s.h.unregister(s)
+	s.cbuf.n = 0
+	s.cbuf.release(&s.h.bufs)
+
+	if reuse && s.h.b.Pool.Len() < s.h.maxIdle {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := s.h.resetForPool(ctx, be)
+		cancel()
+		if err == nil && s.h.b.Pool.Put(be, cur.N) {
+			return
+		}
+		if err != nil {
+			s.log.Debug("backend connection not reusable", zap.Error(err))
+		}
+	}
+	be.Close()
+}

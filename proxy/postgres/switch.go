@@ -1,0 +1,485 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"go.uber.org/zap"
+
+	"github.com/credswap/credswap/creds"
+	"github.com/credswap/credswap/proxy"
+)
+
+// Pin reasons, as shown in /v1/status and the pinned_sessions metric.
+const (
+	PinTempTable     = "temp_table"
+	PinHoldCursor    = "hold_cursor"
+	PinAdvisoryLock  = "advisory_lock"
+	PinSQLPrepare    = "unreplayable_prepare"
+	pinRecheckPeriod = time.Second
+)
+
+// captureSQL reads the movable state of a session in one round trip
+// (docs/swap.md): settings set in this session, role, the pins, prepared
+// statements and LISTEN channels. The custom-setting probe is appended
+// when the session set any.
+const captureSQL = `SELECT name, current_setting(name) FROM pg_catalog.pg_settings WHERE source = 'session';` +
+	`SELECT pg_catalog.current_setting('role'),` +
+	` (SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema()),` +
+	` (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable),` +
+	` (SELECT count(*) FROM pg_catalog.pg_locks WHERE pid = pg_catalog.pg_backend_pid() AND locktype = 'advisory');` +
+	`SELECT name, statement, from_sql, parameter_types::pg_catalog.oid[]::text FROM pg_catalog.pg_prepared_statements;` +
+	`SELECT pg_catalog.pg_listening_channels();`
+
+// notReplayed are settings that set_config cannot or must not restore.
+func notReplayed(name string) bool {
+	return strings.HasPrefix(name, "transaction_") || name == "session_authorization" || name == "role"
+}
+
+type preparedStmt struct {
+	name, statement string
+	fromSQL         bool
+	oids            []uint32
+}
+
+// sessionState is what a switch captured on the old backend connection.
+type sessionState struct {
+	settings  [][2]string
+	role      string
+	prepared  []preparedStmt
+	channels  []string
+	pinReason string
+}
+
+// Switch implements proxy.Session. It never waits for the client reader:
+// if that one is forwarding, the session is busy and switches itself
+// before its next batch.
+func (s *session) Switch(ctx context.Context, gen *creds.Generation) (proxy.SwitchResult, error) {
+	if !s.mu.TryLock() {
+		return proxy.SwitchBusy, nil
+	}
+	defer s.mu.Unlock()
+	if s.closing {
+		return proxy.SwitchDone, nil
+	}
+	return s.switchLocked(ctx, gen)
+}
+
+// switchLocked moves the session to a backend connection of gen if it is
+// at a safe point. Callers hold mu.
+func (s *session) switchLocked(ctx context.Context, gen *creds.Generation) (res proxy.SwitchResult, err error) {
+	if gen == nil || s.be.gen >= gen.N {
+		return proxy.SwitchDone, nil
+	}
+	if !s.safePoint() || s.terminated.Load() {
+		return proxy.SwitchBusy, nil
+	}
+	// A session pinned past the drain deadline is re-checked at most once
+	// a second, not before every statement.
+	if s.pin.Load() != nil && s.h.b.DrainOverdue() && time.Since(s.lastPinCheck) < pinRecheckPeriod {
+		return proxy.SwitchPinned, nil
+	}
+	start := time.Now()
+	defer func() {
+		s.h.b.CountSwitch(res)
+		if err != nil {
+			s.log.Warn("session switch failed", zap.Uint64("generation", gen.N), zap.Error(err))
+		}
+	}()
+	old := s.be
+	if !s.pauseReader(old) {
+		return proxy.SwitchFailed, errors.New("backend connection already closed")
+	}
+	next := old
+	defer func() { s.resumeReader(next) }()
+
+	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > 10*time.Second {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
+	st, err := s.capture(ctx, old)
+	if err != nil {
+		return proxy.SwitchFailed, fmt.Errorf("capturing session state: %w", err)
+	}
+	s.lastPinCheck = time.Now()
+	if st.pinReason != "" {
+		if p := s.pin.Load(); p == nil || p.reason != st.pinReason {
+			s.pin.Store(&pinState{reason: st.pinReason, since: time.Now()})
+			s.log.Info("session pinned to its backend connection", zap.String("reason", st.pinReason))
+		}
+		return proxy.SwitchPinned, nil
+	}
+	s.pin.Store(nil)
+
+	nb, _ := s.h.b.Pool.Get(s.key, gen.N).(*serverConn)
+	if nb == nil {
+		nb, err = s.h.dial(ctx, gen, s.database, s.params, s.key)
+		if err != nil {
+			return proxy.SwitchFailed, fmt.Errorf("connecting with generation %d: %w", gen.N, err)
+		}
+	}
+	held, err := s.replay(ctx, nb, st)
+	if err != nil {
+		nb.Close()
+		return proxy.SwitchFailed, fmt.Errorf("replaying session state: %w", err)
+	}
+
+	// The new connection is ready: deliver what the old one still has,
+	// then what arrived on the new one, then the changed parameters.
+	out, err := s.retire(ctx, old, len(st.channels) > 0)
+	old.Close()
+	if err != nil {
+		s.log.Debug("retiring old backend connection", zap.Error(err))
+	}
+	out = append(out, held...)
+	for k, v := range nb.params {
+		if ov, ok := old.params[k]; !ok || ov != v {
+			out = appendMsg(out, &pgproto3.ParameterStatus{Name: k, Value: v})
+		}
+	}
+	if len(out) > 0 {
+		s.wmu.Lock()
+		_, werr := s.client.Write(out)
+		s.wmu.Unlock()
+		if werr != nil {
+			s.client.Close()
+		}
+	}
+	s.be = nb
+	next = nb
+	s.gen.Store(nb.gen)
+	s.target.Store(&cancelTarget{pid: nb.pid, secret: nb.secret})
+	s.log.Debug("session switched", zap.Uint64("generation", nb.gen), zap.Duration("took", time.Since(start)))
+	return proxy.SwitchDone, nil
+}
+
+// exchange sends req on c and reads until ReadyForQuery count times,
+// passing every other message to handle. NotificationResponses go to
+// notify (raw, header included). It leaves the connection at a message
+// boundary with nothing buffered.
+func (s *session) exchange(ctx context.Context, c *serverConn, req []byte, count int,
+	handle func(typ byte, body []byte) error, notify func(raw []byte)) error {
+	if dl, ok := ctx.Deadline(); ok {
+		c.conn.SetDeadline(dl)
+		defer c.conn.SetDeadline(time.Time{})
+	}
+	if err := c.write(req); err != nil {
+		return err
+	}
+	m := msgReader{rd: newConnReader(c.conn, &s.h.bufs)}
+	defer m.release()
+	var firstErr error
+	for count > 0 || m.buffered() {
+		typ, body, err := m.next()
+		if err != nil {
+			return err
+		}
+		switch typ {
+		case 'Z':
+			count--
+		case 'A':
+			notify(appendRaw(nil, typ, body))
+		case 'S':
+			if name, value, ok := parseParameterStatus(body); ok {
+				c.setParam(name, value)
+			}
+		case 'N':
+		case 'E':
+			if firstErr == nil {
+				firstErr = pgErrorFrom(body)
+			}
+		default:
+			if handle != nil {
+				if err := handle(typ, body); err != nil && firstErr == nil {
+					firstErr = err
+				}
+			}
+		}
+	}
+	return firstErr
+}
+
+// capture reads the session's movable state from the old connection and
+// finds pins. Notifications that arrive meanwhile go to the client.
+func (s *session) capture(ctx context.Context, c *serverConn) (*sessionState, error) {
+	q := captureSQL
+	if len(s.customGUCs) > 0 {
+		var b strings.Builder
+		b.WriteString("SELECT n, pg_catalog.current_setting(n, true) FROM pg_catalog.unnest(ARRAY[")
+		for i, n := range s.customGUCs {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(quoteLiteral(n))
+		}
+		b.WriteString("]::text[]) AS n;")
+		q += b.String()
+	}
+	st := &sessionState{}
+	set := -1
+	var row pgproto3.DataRow
+	seen := map[string]bool{}
+	handle := func(typ byte, body []byte) error {
+		switch typ {
+		case 'T':
+			set++
+		case 'D':
+			if err := row.Decode(body); err != nil {
+				return err
+			}
+			v := row.Values
+			switch set {
+			case 0, 4: // settings; custom settings (NULL when undefined)
+				if len(v) == 2 && v[1] != nil && !notReplayed(string(v[0])) && !seen[string(v[0])] {
+					seen[string(v[0])] = true
+					st.settings = append(st.settings, [2]string{string(v[0]), string(v[1])})
+				}
+			case 1:
+				if len(v) == 4 {
+					if r := string(v[0]); r != "none" {
+						st.role = r
+					}
+					switch {
+					case string(v[1]) != "0":
+						st.pinReason = PinTempTable
+					case string(v[2]) != "0":
+						st.pinReason = PinHoldCursor
+					case string(v[3]) != "0":
+						st.pinReason = PinAdvisoryLock
+					}
+				}
+			case 2:
+				if len(v) == 4 {
+					p := preparedStmt{name: string(v[0]), statement: string(v[1]), fromSQL: string(v[2]) == "t"}
+					oids, err := parseOIDArray(string(v[3]))
+					if err != nil {
+						return err
+					}
+					p.oids = oids
+					if p.fromSQL && !singleStatement(p.statement) && st.pinReason == "" {
+						st.pinReason = PinSQLPrepare
+					}
+					st.prepared = append(st.prepared, p)
+				}
+			case 3:
+				if len(v) == 1 && v[0] != nil {
+					st.channels = append(st.channels, string(v[0]))
+				}
+			}
+		}
+		return nil
+	}
+	req := appendFrontendMsg(nil, &pgproto3.Query{String: q})
+	var notes []byte
+	err := s.exchange(ctx, c, req, 1, handle, func(raw []byte) { notes = append(notes, raw...) })
+	if len(notes) > 0 {
+		s.wmu.Lock()
+		s.client.Write(notes)
+		s.wmu.Unlock()
+	}
+	return st, err
+}
+
+// replay restores st on nb in one round trip: settings and role, SQL
+// PREPAREs and LISTENs in one implicit transaction, then the protocol-level
+// statements, then the unnamed statement. It returns the notifications nb
+// delivered meanwhile, to be sent after the old connection's.
+func (s *session) replay(ctx context.Context, nb *serverConn, st *sessionState) ([]byte, error) {
+	var sql strings.Builder
+	if len(st.settings) > 0 || st.role != "" {
+		sql.WriteString("SELECT ")
+		first := true
+		add := func(name, value string) {
+			if !first {
+				sql.WriteString(", ")
+			}
+			first = false
+			fmt.Fprintf(&sql, "pg_catalog.set_config(%s, %s, false)", quoteLiteral(name), quoteLiteral(value))
+		}
+		for _, kv := range st.settings {
+			add(kv[0], kv[1])
+		}
+		if st.role != "" {
+			add("role", st.role)
+		}
+		sql.WriteString(";")
+	}
+	var parses []byte
+	nParse := 0
+	for _, p := range st.prepared {
+		if p.fromSQL {
+			sql.WriteString(p.statement)
+			sql.WriteString("\n;")
+			continue
+		}
+		parses = appendFrontendMsg(parses, &pgproto3.Parse{Name: p.name, Query: p.statement, ParameterOIDs: p.oids})
+		nParse++
+	}
+	for _, ch := range st.channels {
+		sql.WriteString("LISTEN ")
+		sql.WriteString(quoteIdent(ch))
+		sql.WriteString(";")
+	}
+
+	var req []byte
+	count := 0
+	if sql.Len() > 0 {
+		req = appendFrontendMsg(req, &pgproto3.Query{String: sql.String()})
+		count++
+	}
+	if nParse > 0 {
+		req = append(req, parses...)
+		req = appendFrontendMsg(req, &pgproto3.Sync{})
+		count++
+	}
+	if count == 0 && !s.hasUnnamed {
+		return nil, nil
+	}
+	var held []byte
+	notify := func(raw []byte) { held = append(held, raw...) }
+	if count > 0 {
+		if err := s.exchange(ctx, nb, req, count, nil, notify); err != nil {
+			return nil, err
+		}
+	}
+	// The unnamed statement is restored on its own: if it no longer
+	// parses (it may have been left behind by a failed Parse) the session
+	// still moves, as the client would see the same error either way.
+	if s.hasUnnamed {
+		req = appendRaw(nil, 'P', s.unnamed)
+		req = appendFrontendMsg(req, &pgproto3.Sync{})
+		if err := s.exchange(ctx, nb, req, 1, nil, notify); err != nil {
+			var pgErr *pgError
+			if !errors.As(err, &pgErr) {
+				return nil, err
+			}
+			s.log.Debug("unnamed statement not restored", zap.Error(err))
+		}
+	}
+	return held, nil
+}
+
+// retire stops the old connection listening (if it was) and returns the
+// notifications it delivered until then, so none is lost. Notifications
+// committed between the new connection's LISTEN and this UNLISTEN arrive
+// twice (docs/swap.md).
+func (s *session) retire(ctx context.Context, old *serverConn, listening bool) ([]byte, error) {
+	if !listening {
+		return nil, nil
+	}
+	var out []byte
+	req := appendFrontendMsg(nil, &pgproto3.Query{String: "UNLISTEN *"})
+	err := s.exchange(ctx, old, req, 1, nil, func(raw []byte) { out = append(out, raw...) })
+	return out, err
+}
+
+// resetForPool runs DISCARD ALL so that the connection carries nothing of
+// the last client into the next.
+func (h *Handler) resetForPool(ctx context.Context, c *serverConn) error {
+	s := &session{h: h}
+	req := appendFrontendMsg(nil, &pgproto3.Query{String: "DISCARD ALL"})
+	return s.exchange(ctx, c, req, 1, nil, func([]byte) {})
+}
+
+// pgError is an ErrorResponse received by the proxy's own queries.
+type pgError struct {
+	code, message string
+}
+
+func (e *pgError) Error() string { return e.message + " (SQLSTATE " + e.code + ")" }
+
+func pgErrorFrom(body []byte) error {
+	var er pgproto3.ErrorResponse
+	if err := er.Decode(body); err != nil {
+		return err
+	}
+	return &pgError{code: er.Code, message: er.Message}
+}
+
+// setParam records a ParameterStatus value.
+func (c *serverConn) setParam(name, value string) {
+	if old, ok := c.params[name]; ok && old == value {
+		return
+	}
+	c.params[name] = value
+}
+
+func parseParameterStatus(body []byte) (name, value string, ok bool) {
+	n, rest, ok1 := bytes.Cut(body, []byte{0})
+	v, _, ok2 := bytes.Cut(rest, []byte{0})
+	return string(n), string(v), ok1 && ok2
+}
+
+// isFatal reports whether an ErrorResponse body has severity FATAL or PANIC.
+func isFatal(body []byte) bool {
+	for len(body) > 1 {
+		field := body[0]
+		v, rest, ok := bytes.Cut(body[1:], []byte{0})
+		if !ok {
+			return false
+		}
+		if field == 'S' || field == 'V' {
+			return string(v) == "FATAL" || string(v) == "PANIC"
+		}
+		body = rest
+	}
+	return false
+}
+
+// appendRaw appends a message with the given type and body.
+func appendRaw(dst []byte, typ byte, body []byte) []byte {
+	dst = append(dst, typ, 0, 0, 0, 0)
+	binary.BigEndian.PutUint32(dst[len(dst)-4:], uint32(len(body)+4))
+	return append(dst, body...)
+}
+
+// parseOIDArray parses the text form of an oid[] such as {23,25}.
+func parseOIDArray(s string) ([]uint32, error) {
+	s = strings.TrimSuffix(strings.TrimPrefix(s, "{"), "}")
+	if s == "" {
+		return nil, nil
+	}
+	parts := strings.Split(s, ",")
+	out := make([]uint32, len(parts))
+	for i, p := range parts {
+		n, err := strconv.ParseUint(p, 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("parameter type %q: %w", p, err)
+		}
+		out[i] = uint32(n)
+	}
+	return out, nil
+}
+
+// quoteLiteral quotes s as an escape string literal, valid whatever
+// standard_conforming_strings is.
+func quoteLiteral(s string) string {
+	var b strings.Builder
+	b.Grow(len(s) + 3)
+	b.WriteString("E'")
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '\'':
+			b.WriteString("''")
+		case '\\':
+			b.WriteString(`\\`)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('\'')
+	return b.String()
+}
+
+// quoteIdent quotes s as an identifier.
+func quoteIdent(s string) string {
+	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+}
