@@ -1,0 +1,249 @@
+package admin
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/credswap/credswap/proxy"
+)
+
+// Options configures the admin API.
+type Options struct {
+	// Backends are served by name.
+	Backends []*proxy.Backend
+	// TokenFile holds the bearer token required on /v1/*; empty disables
+	// the check. It is read on every request, so it can be rotated in place.
+	TokenFile string
+	// Gatherer serves /metrics.
+	Gatherer prometheus.Gatherer
+	// Version is reported in /v1/status.
+	Version string
+	Logger  *zap.Logger
+}
+
+// Server is the admin HTTP API (docs/admin-api.md).
+type Server struct {
+	opts    Options
+	byName  map[string]*proxy.Backend
+	started time.Time
+	srv     *http.Server
+	ln      net.Listener
+}
+
+// New returns a Server; call Listen and Serve.
+func New(opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	s := &Server{opts: opts, byName: make(map[string]*proxy.Backend), started: time.Now()}
+	for _, b := range opts.Backends {
+		s.byName[b.Name()] = b
+	}
+	s.srv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	return s
+}
+
+// Handler returns the API's routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	gatherer := s.opts.Gatherer
+	if gatherer == nil {
+		gatherer = prometheus.NewRegistry()
+	}
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	mux.Handle("GET /v1/status", s.auth(s.status))
+	mux.Handle("POST /v1/backends/{name}/refresh", s.auth(s.refresh))
+	mux.Handle("POST /v1/backends/{name}/drain", s.auth(s.drain))
+	mux.Handle("/v1/", s.auth(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
+	}))
+	return mux
+}
+
+// Listen opens the admin listener.
+func (s *Server) Listen(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	s.ln = ln
+	return nil
+}
+
+// Addr returns the listener's address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Serve serves until Shutdown; it returns nil after Shutdown.
+func (s *Server) Serve() error {
+	if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Shutdown stops the server, waiting for requests in flight until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+
+// auth enforces the bearer token on /v1/* when one is configured.
+func (s *Server) auth(next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.opts.TokenFile != "" {
+			b, err := os.ReadFile(s.opts.TokenFile)
+			if err != nil {
+				s.opts.Logger.Error("reading admin token file", zap.Error(err))
+				writeError(w, http.StatusInternalServerError, "token_unavailable", "the admin token file cannot be read")
+				return
+			}
+			want := strings.TrimSpace(string(b))
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || want == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="credswap"`)
+				writeError(w, http.StatusUnauthorized, "unauthorized", "a valid bearer token is required")
+				return
+			}
+		}
+		next(w, r)
+	})
+}
+
+// readyResponse is the body of /readyz.
+type readyResponse struct {
+	Ready    bool                `json:"ready"`
+	Backends map[string][]string `json:"not_ready,omitempty"`
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	resp := readyResponse{Ready: true}
+	for _, b := range s.opts.Backends {
+		if ok, reasons := b.Ready(); !ok {
+			resp.Ready = false
+			if resp.Backends == nil {
+				resp.Backends = map[string][]string{}
+			}
+			resp.Backends[b.Name()] = reasons
+		}
+	}
+	code := http.StatusOK
+	if !resp.Ready {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, resp)
+}
+
+// StatusResponse is the body of GET /v1/status.
+type StatusResponse struct {
+	Version   string                `json:"version"`
+	StartedAt time.Time             `json:"started_at"`
+	Backends  []proxy.BackendStatus `json:"backends"`
+}
+
+func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
+	resp := StatusResponse{Version: s.opts.Version, StartedAt: s.started, Backends: []proxy.BackendStatus{}}
+	for _, b := range s.opts.Backends {
+		resp.Backends = append(resp.Backends, b.Status())
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// RefreshResponse is the body of POST /v1/backends/{name}/refresh.
+type RefreshResponse struct {
+	Backend    string `json:"backend"`
+	Adopted    bool   `json:"adopted"`
+	Generation uint64 `json:"generation"`
+	Username   string `json:"username,omitempty"`
+}
+
+func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
+	b := s.backend(w, r)
+	if b == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	adopted, err := b.Store.Refresh(ctx)
+	if err != nil {
+		writeError(w, http.StatusBadGateway, "refresh_failed", err.Error())
+		return
+	}
+	resp := RefreshResponse{Backend: b.Name(), Adopted: adopted}
+	if cur := b.Store.Current(); cur != nil {
+		resp.Generation = cur.N
+		resp.Username = cur.Cred.Username
+	}
+	s.opts.Logger.Info("admin refresh", zap.String("backend", b.Name()), zap.Bool("adopted", adopted))
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// DrainResponse is the body of POST /v1/backends/{name}/drain.
+type DrainResponse struct {
+	Backend    string         `json:"backend"`
+	Generation uint64         `json:"generation"`
+	Results    map[string]int `json:"results"`
+	Pending    int            `json:"pending"`
+}
+
+func (s *Server) drain(w http.ResponseWriter, r *http.Request) {
+	b := s.backend(w, r)
+	if b == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 60*time.Second)
+	defer cancel()
+	results := b.Drain(ctx)
+	resp := DrainResponse{Backend: b.Name(), Results: results}
+	if cur := b.Store.Current(); cur != nil {
+		resp.Generation = cur.N
+		resp.Pending = len(b.Sessions.Behind(cur.N))
+	}
+	s.opts.Logger.Info("admin drain", zap.String("backend", b.Name()), zap.Any("results", results))
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) backend(w http.ResponseWriter, r *http.Request) *proxy.Backend {
+	name := r.PathValue("name")
+	b, ok := s.byName[name]
+	if !ok {
+		writeError(w, http.StatusNotFound, "unknown_backend", "no backend named "+strconvQuote(name))
+		return nil
+	}
+	return b
+}
+
+// ErrorResponse is the body of every error.
+type ErrorResponse struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, ErrorResponse{Error: msg, Code: code})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func strconvQuote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/credswap/credswap/config"
+	"github.com/credswap/credswap/internal/app"
+)
+
+func newLogger(c config.Log) (*zap.Logger, error) {
+	var zc zap.Config
+	if c.Format == "console" {
+		zc = zap.NewDevelopmentConfig()
+	} else {
+		zc = zap.NewProductionConfig()
+		zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	}
+	lvl, err := zapcore.ParseLevel(c.Level)
+	if err != nil {
+		return nil, err
+	}
+	zc.Level = zap.NewAtomicLevelAt(lvl)
+	zc.DisableStacktrace = lvl > zapcore.DebugLevel
+	return zc.Build()
+}
+
+func runProxy(ctx context.Context, path string) error {
+	if path == "" {
+		return errors.New("--config is required (see examples/postgres.yaml)")
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg.Log)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	a, err := app.Start(ctx, cfg, app.Options{Logger: log, Version: buildVersion()})
+	if err != nil {
+		return err
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	for {
+		select {
+		case err := <-a.Errors():
+			log.Error("serving failed; shutting down", zap.Error(err))
+			shutdown(a, cfg)
+			return err
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				reload(ctx, a, path, log)
+				continue
+			}
+			log.Info("shutting down", zap.String("signal", sig.String()), zap.Duration("timeout", cfg.ShutdownTimeout.D()))
+			shutdown(a, cfg)
+			return nil
+		}
+	}
+}
+
+func shutdown(a *app.App, cfg *config.Config) {
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.D())
+	defer cancel()
+	a.Shutdown(ctx)
+}
+
+func reload(ctx context.Context, a *app.App, path string, log *zap.Logger) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		log.Error("reload: configuration rejected; keeping the running one", zap.Error(err))
+		return
+	}
+	if err := a.Reload(ctx, cfg); err != nil {
+		log.Warn("reload applied with warnings", zap.Error(err))
+		return
+	}
+	log.Info("configuration reloaded")
+}
+
+// runCheck validates the configuration and performs a test login for each
+// backend with the credential its source holds now.
+func runCheck(ctx context.Context, out interface{ Write([]byte) (int, error) }, path string) error {
+	if path == "" {
+		return errors.New("--config is required")
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	failed := 0
+	for _, bc := range cfg.Backends {
+		if err := app.CheckBackend(ctx, bc); err != nil {
+			failed++
+			fmt.Fprintf(out, "backend %s: FAIL: %v\n", bc.Name, err)
+			continue
+		}
+		fmt.Fprintf(out, "backend %s: ok (%s)\n", bc.Name, bc.Upstream)
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d backends failed the check", failed, len(cfg.Backends))
+	}
+	return nil
+}

@@ -1,0 +1,328 @@
+// Package app assembles a running proxy from a validated configuration:
+// credential stores, backends, protocol handlers, listeners and the admin
+// API. cmd/proxy runs it; tests and benchmarks start the same assembly
+// in-process.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+
+	"github.com/credswap/credswap/admin"
+	"github.com/credswap/credswap/config"
+	"github.com/credswap/credswap/creds"
+	"github.com/credswap/credswap/proxy"
+	"github.com/credswap/credswap/proxy/postgres"
+)
+
+// Options are the process-level inputs that are not configuration.
+type Options struct {
+	Logger  *zap.Logger
+	Version string
+	// Registry receives the metrics; nil creates one.
+	Registry *prometheus.Registry
+}
+
+// App is a running proxy.
+type App struct {
+	cfg      *config.Config
+	log      *zap.Logger
+	reg      *prometheus.Registry
+	backends []*backend
+	admin    *admin.Server
+	errs     chan error
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+}
+
+type backend struct {
+	cfg     config.Backend
+	store   *creds.Store
+	rt      *proxy.Backend
+	handler *postgres.Handler
+	server  *proxy.Server
+}
+
+// Start builds everything from cfg, opens every listener and starts
+// serving. It fails if a listener cannot be opened or a credential source
+// cannot be read at all; a database that is down only makes the backend
+// not ready.
+func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err error) {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+		opts.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	a := &App{cfg: cfg, log: opts.Logger, reg: opts.Registry, errs: make(chan error, len(cfg.Backends)+1)}
+	defer func() {
+		if err != nil {
+			a.Shutdown(context.Background())
+		}
+	}()
+	metrics := proxy.NewMetrics(opts.Registry)
+	var rts []*proxy.Backend
+	for _, bc := range cfg.Backends {
+		b, err := a.startBackend(ctx, bc, metrics)
+		if err != nil {
+			return nil, fmt.Errorf("backend %s: %w", bc.Name, err)
+		}
+		a.backends = append(a.backends, b)
+		rts = append(rts, b.rt)
+	}
+	a.admin = admin.New(admin.Options{
+		Backends:  rts,
+		TokenFile: cfg.Admin.TokenFile,
+		Gatherer:  opts.Registry,
+		Version:   opts.Version,
+		Logger:    a.log.Named("admin"),
+	})
+	if err := a.admin.Listen(cfg.Admin.Listen); err != nil {
+		return nil, fmt.Errorf("admin listener: %w", err)
+	}
+	a.goServe("admin", a.admin.Serve)
+	for _, b := range a.backends {
+		a.goServe("backend "+b.cfg.Name, b.server.Serve)
+	}
+	a.log.Info("credswap started", zap.String("admin", a.admin.Addr().String()), zap.Int("backends", len(a.backends)))
+	return a, nil
+}
+
+func (a *App) goServe(what string, serve func() error) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if err := serve(); err != nil {
+			a.errs <- fmt.Errorf("%s: %w", what, err)
+		}
+	}()
+}
+
+// Errors delivers fatal serving errors (a listener that stopped accepting).
+func (a *App) Errors() <-chan error { return a.errs }
+
+func newSource(c config.Credential, log *zap.Logger) (creds.Source, error) {
+	switch c.Source {
+	case "file":
+		return creds.NewFileSource(c.Path, creds.FileOptions{Logger: log}), nil
+	case "env":
+		return creds.NewEnvSource(c.UsernameEnv, c.PasswordEnv, nil), nil
+	}
+	return nil, fmt.Errorf("credential source %q is not supported", c.Source)
+}
+
+// NewDialer builds the PostgreSQL dialer a backend uses for sessions and
+// test logins.
+func NewDialer(bc config.Backend) (*postgres.Dialer, error) {
+	upTLS, err := proxy.UpstreamTLSConfig(bc.UpstreamTLS, bc.Upstream)
+	if err != nil {
+		return nil, err
+	}
+	return postgres.NewDialer(postgres.DialerOptions{
+		Upstream:       bc.Upstream,
+		TLS:            upTLS,
+		Timeout:        min(bc.Limits.ConnectTimeout.D(), 10*time.Second),
+		VerifyDatabase: bc.VerifyDatabase,
+	})
+}
+
+func (a *App) startBackend(ctx context.Context, bc config.Backend, metrics *proxy.Metrics) (*backend, error) {
+	log := a.log.With(zap.String("backend", bc.Name))
+	if bc.Protocol != "postgres" {
+		return nil, fmt.Errorf("protocol %q is not supported", bc.Protocol)
+	}
+	dialer, err := NewDialer(bc)
+	if err != nil {
+		return nil, err
+	}
+	src, err := newSource(bc.Credential, log)
+	if err != nil {
+		return nil, err
+	}
+	store := creds.NewStore(creds.StoreOptions{
+		Source:          src,
+		Verify:          dialer.Verify,
+		RefreshInterval: bc.Credential.RefreshInterval.D(),
+		Logger:          log.Named("creds"),
+	})
+	if err := store.Start(ctx); err != nil {
+		return nil, fmt.Errorf("credential source: %w", err)
+	}
+	b := &backend{cfg: bc, store: store}
+	policy, err := proxy.ParseDeadlinePolicy(bc.OnDeadline)
+	if err != nil {
+		store.Stop()
+		return nil, err
+	}
+	b.rt = proxy.NewBackend(proxy.BackendOptions{
+		Name:           bc.Name,
+		Protocol:       bc.Protocol,
+		Listen:         bc.Listen,
+		Upstream:       bc.Upstream,
+		Store:          store,
+		MaxClientConns: bc.Limits.MaxClientConns,
+		MaxIdle:        bc.Pool.MaxIdle,
+		IdleTimeout:    bc.Pool.IdleTimeout.D(),
+		ConnectTimeout: bc.Limits.ConnectTimeout.D(),
+		DrainDeadline:  bc.DrainDeadline.D(),
+		OnDeadline:     policy,
+		Logger:         log,
+		Metrics:        metrics,
+	})
+	b.rt.Start(context.WithoutCancel(ctx))
+	fail := func(err error) (*backend, error) {
+		b.rt.Stop()
+		store.Stop()
+		return nil, err
+	}
+	users, err := postgres.LoadUsers(bc.Clients)
+	if err != nil {
+		return fail(err)
+	}
+	clientTLS, err := proxy.ClientTLSConfig(bc.ClientTLS)
+	if err != nil {
+		return fail(err)
+	}
+	b.handler, err = postgres.NewHandler(postgres.Options{
+		Backend:          b.rt,
+		Dialer:           dialer,
+		Users:            users,
+		ClientTLS:        clientTLS,
+		TLSRequired:      bc.ClientTLS.Required,
+		HandshakeTimeout: bc.Limits.HandshakeTimeout.D(),
+		MaxMessageSize:   bc.Limits.MaxMessageSize.Int(),
+		MaxIdle:          bc.Pool.MaxIdle,
+		Logger:           log,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	b.server = proxy.NewServer(b.rt, b.handler)
+	if err := b.server.Listen(bc.Listen); err != nil {
+		return fail(err)
+	}
+	return b, nil
+}
+
+// Backend returns the runtime of the backend named name, or nil.
+func (a *App) Backend(name string) *proxy.Backend {
+	for _, b := range a.backends {
+		if b.cfg.Name == name {
+			return b.rt
+		}
+	}
+	return nil
+}
+
+// ListenAddr returns the address the backend named name listens on.
+func (a *App) ListenAddr(name string) string {
+	for _, b := range a.backends {
+		if b.cfg.Name == name {
+			return b.server.Addr().String()
+		}
+	}
+	return ""
+}
+
+// AdminAddr returns the admin API's address.
+func (a *App) AdminAddr() string { return a.admin.Addr().String() }
+
+// Reload applies a new configuration to the running proxy: client users
+// and credential sources. Changes that need new listeners (names, listen
+// addresses, upstreams, TLS) are reported and ignored until a restart.
+func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
+	var errs []error
+	for _, nb := range cfg.Backends {
+		var b *backend
+		for _, ob := range a.backends {
+			if ob.cfg.Name == nb.Name {
+				b = ob
+			}
+		}
+		if b == nil {
+			errs = append(errs, fmt.Errorf("backend %s: new backends need a restart", nb.Name))
+			continue
+		}
+		if nb.Listen != b.cfg.Listen || nb.Upstream != b.cfg.Upstream || nb.UpstreamTLS != b.cfg.UpstreamTLS || nb.ClientTLS != b.cfg.ClientTLS {
+			errs = append(errs, fmt.Errorf("backend %s: listen, upstream and TLS changes need a restart", nb.Name))
+		}
+		users, err := postgres.LoadUsers(nb.Clients)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("backend %s: %w", nb.Name, err))
+		} else {
+			b.handler.SetUsers(users)
+		}
+		if !reflect.DeepEqual(nb.Credential, b.cfg.Credential) {
+			src, err := newSource(nb.Credential, a.log.With(zap.String("backend", nb.Name)))
+			if err == nil {
+				err = b.store.SetSource(ctx, src)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("backend %s: credential: %w", nb.Name, err))
+			}
+		} else if _, err := b.store.Refresh(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("backend %s: credential refresh: %w", nb.Name, err))
+		}
+		b.cfg.Clients, b.cfg.Credential = nb.Clients, nb.Credential
+	}
+	return errors.Join(errs...)
+}
+
+// Shutdown stops accepting, lets sessions finish until ctx ends, closes
+// the rest with an error, and stops background work. Idempotent.
+func (a *App) Shutdown(ctx context.Context) {
+	a.stopOnce.Do(func() {
+		var wg sync.WaitGroup
+		for _, b := range a.backends {
+			wg.Add(1)
+			go func(b *backend) {
+				defer wg.Done()
+				b.server.Shutdown(ctx)
+			}(b)
+		}
+		wg.Wait()
+		if a.admin != nil {
+			actx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			a.admin.Shutdown(actx)
+			cancel()
+		}
+		for _, b := range a.backends {
+			b.rt.Stop()
+			b.store.Stop()
+		}
+		a.wg.Wait()
+		a.log.Info("credswap stopped")
+	})
+}
+
+// CheckBackend reads the backend's credential source once and performs a
+// test login with it.
+func CheckBackend(ctx context.Context, bc config.Backend) error {
+	dialer, err := NewDialer(bc)
+	if err != nil {
+		return err
+	}
+	src, err := newSource(bc.Credential, zap.NewNop())
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, bc.Limits.ConnectTimeout.D())
+	defer cancel()
+	c, err := src.Fetch(ctx)
+	if err != nil {
+		return fmt.Errorf("reading credential: %w", err)
+	}
+	if err := dialer.Verify(ctx, c); err != nil {
+		return fmt.Errorf("test login as %s: %w", c.Username, err)
+	}
+	return nil
+}
