@@ -1,0 +1,237 @@
+// Package proxytest runs a complete credswap proxy in-process in front of
+// a throwaway PostgreSQL from internal/testenv, for end-to-end tests with
+// real clients.
+package proxytest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/credswap/credswap/admin"
+	"github.com/credswap/credswap/config"
+	"github.com/credswap/credswap/internal/app"
+	"github.com/credswap/credswap/internal/testenv"
+	"github.com/credswap/credswap/proxy"
+)
+
+// Proxy is a running proxy with one backend named "pg".
+type Proxy struct {
+	App    *app.App
+	PG     *testenv.Postgres
+	Config *config.Config
+	Dir    string
+	// Host and Port are where clients connect.
+	Host string
+	Port int
+	// AdminURL is the admin API base URL.
+	AdminURL string
+	// ClientUser and ClientPassword are the local login.
+	ClientUser, ClientPassword string
+	// CredFile is the backend credential file.
+	CredFile string
+	// Logs holds everything the proxy logged, at debug level.
+	Logs *LogBuffer
+}
+
+// Option adjusts the configuration before the proxy starts.
+type Option func(c *config.Config)
+
+// Random returns a random hex string of n bytes, for passwords and names.
+func Random(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Start runs a proxy in front of pg whose backend credential file holds
+// user and password. It is shut down when the test ends.
+func Start(t testing.TB, pg *testenv.Postgres, user, password string, opts ...Option) *Proxy {
+	t.Helper()
+	dir := t.TempDir()
+	p := &Proxy{PG: pg, Dir: dir, ClientUser: "app", ClientPassword: "local-" + Random(8), CredFile: filepath.Join(dir, "credential.json")}
+	if err := os.WriteFile(filepath.Join(dir, "app-password"), []byte(p.ClientPassword+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.WriteCredential(t, user, password)
+	yaml := fmt.Sprintf(`
+admin: {listen: "127.0.0.1:0"}
+shutdown_timeout: 5s
+backends:
+  - name: pg
+    protocol: postgres
+    listen: "127.0.0.1:0"
+    upstream: %q
+    clients:
+      - {user: app, password_file: app-password}
+    credential: {source: file, path: credential.json, refresh_interval: 1h}
+    drain_deadline: 30s
+`, pg.Addr())
+	cfg, err := config.Parse([]byte(yaml), config.ParseOptions{BaseDir: dir, LookupEnv: func(string) (string, bool) { return "", false }})
+	if err != nil {
+		t.Fatalf("proxy config: %v", err)
+	}
+	for _, o := range opts {
+		o(cfg)
+	}
+	p.Config = cfg
+	p.Logs = &LogBuffer{}
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(p.Logs), zapcore.DebugLevel)
+	a, err := app.Start(context.Background(), cfg, app.Options{Logger: zap.New(core), Version: "test"})
+	if err != nil {
+		t.Fatalf("starting proxy: %v", err)
+	}
+	p.App = a
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		a.Shutdown(ctx)
+		if t.Failed() {
+			t.Logf("proxy log tail:\n%s", p.Logs.Tail(60))
+		}
+	})
+	host, port, _ := net.SplitHostPort(a.ListenAddr("pg"))
+	p.Host = host
+	p.Port, _ = strconv.Atoi(port)
+	p.AdminURL = "http://" + a.AdminAddr()
+	return p
+}
+
+// WriteCredential replaces the credential file atomically (write a
+// temporary file, rename it over the old one).
+func (p *Proxy) WriteCredential(t testing.TB, user, password string) {
+	t.Helper()
+	b, _ := json.Marshal(map[string]string{"username": user, "password": password})
+	tmp := p.CredFile + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, p.CredFile); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Backend returns the proxy's backend runtime.
+func (p *Proxy) Backend() *proxy.Backend { return p.App.Backend("pg") }
+
+// ConnString is a keyword/value connection string for the local login.
+func (p *Proxy) ConnString(db string) string {
+	return fmt.Sprintf("host=%s port=%d user=%s password=%s dbname=%s sslmode=disable", p.Host, p.Port, p.ClientUser, p.ClientPassword, db)
+}
+
+// PgxConfig is a pgx configuration for the local login to db.
+func (p *Proxy) PgxConfig(t testing.TB, db string) *pgx.ConnConfig {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(p.ConnString(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Fallbacks = nil
+	return cfg
+}
+
+// Connect opens a pgx connection through the proxy, closed at cleanup.
+func (p *Proxy) Connect(t testing.TB, db string) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := pgx.ConnectConfig(ctx, p.PgxConfig(t, db))
+	if err != nil {
+		t.Fatalf("connecting through the proxy: %v", err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+// Env is the environment for psql or pgbench (testenv.Command) to connect
+// through the proxy.
+func (p *Proxy) Env(db string) []string {
+	return []string{
+		"PGHOST=" + p.Host, "PGPORT=" + strconv.Itoa(p.Port), "PGUSER=" + p.ClientUser,
+		"PGPASSWORD=" + p.ClientPassword, "PGDATABASE=" + db, "PGSSLMODE=disable",
+	}
+}
+
+// Status fetches /v1/status.
+func (p *Proxy) Status(t testing.TB) admin.StatusResponse {
+	t.Helper()
+	var st admin.StatusResponse
+	p.AdminDo(t, http.MethodGet, "/v1/status", &st)
+	return st
+}
+
+// AdminDo calls the admin API and decodes the JSON answer into out.
+func (p *Proxy) AdminDo(t testing.TB, method, path string, out any) int {
+	t.Helper()
+	req, err := http.NewRequest(method, p.AdminURL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// Eventually polls cond until it holds or timeout passes.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// LogBuffer is a concurrency-safe log sink.
+type LogBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+// Write implements io.Writer.
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// String returns everything logged so far.
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// Tail returns the last n lines.
+func (l *LogBuffer) Tail(n int) string {
+	lines := bytes.Split([]byte(l.String()), []byte("\n"))
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return string(bytes.Join(lines, []byte("\n")))
+}

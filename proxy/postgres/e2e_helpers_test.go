@@ -1,0 +1,5 @@
+package postgres_test
+
+import "strconv"
+
+func strconvItoa(n int) string { return strconv.Itoa(n) }
