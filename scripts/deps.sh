@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what credswap's tests and benchmarks need on a Debian machine and
+# fails loudly if a required program is still missing afterwards.
+#
+#   scripts/deps.sh            # test dependencies (PostgreSQL server and clients)
+#   scripts/deps.sh bench      # plus pgbouncer for the benchmarks
+set -euo pipefail
+
+need_pkgs=()
+pg_bindir() {
+  if command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; then
+    pg_config --bindir; return
+  fi
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+
+bindir=$(pg_bindir || true)
+for prog in initdb postgres pgbench; do
+  if [ -z "$bindir" ] || [ ! -x "$bindir/$prog" ]; then need_pkgs+=(postgresql); break; fi
+done
+command -v psql >/dev/null 2>&1 || need_pkgs+=(postgresql-client)
+if [ "${1:-}" = "bench" ]; then
+  command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || need_pkgs+=(pgbouncer)
+fi
+
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "deps: installing ${need_pkgs[*]}" >&2
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+bindir=$(pg_bindir || true)
+missing=()
+for prog in initdb postgres pgbench psql; do
+  [ -n "$bindir" ] && [ -x "$bindir/$prog" ] || missing+=("$prog")
+done
+if [ "${1:-}" = "bench" ]; then
+  command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: required programs missing after install: ${missing[*]}" >&2
+  exit 1
+fi
+command -v go >/dev/null 2>&1 || { echo "deps: go is not on PATH" >&2; exit 1; }
+echo "deps: PostgreSQL binaries in $bindir" >&2

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs every credswap test on a fresh machine: installs the PostgreSQL
+# binaries the tests start their own servers from, then the race-enabled
+# test suite. CI=true turns a missing server binary into a failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+export PATH="$PATH:$(go env GOPATH)/bin"
+gofmt_out=$(gofmt -l $(git ls-files '*.go') 2>/dev/null || true)
+if [ -n "$gofmt_out" ]; then
+  echo "gofmt would change:" >&2; echo "$gofmt_out" >&2; exit 1
+fi
+go vet ./...
+go test -race -count=1 -timeout 20m ./... "$@"
