@@ -120,7 +120,7 @@ func NewBackend(opts BackendOptions) *Backend {
 	b.listen.Store(&opts.Listen)
 	b.m = opts.Metrics.forBackend(opts.Name)
 	b.drain = newDrainer(b)
-	b.Sessions = NewRegistry(b.drain.sessionGone)
+	b.Sessions = NewRegistry(b.drain.progress)
 	opts.Metrics.track(b)
 	return b
 }
@@ -227,10 +227,15 @@ func (b *Backend) CountClientError(code Code) {
 // CountClientAuthFailure counts a failed local login.
 func (b *Backend) CountClientAuthFailure() { b.m.clientAuthFailures.Inc() }
 
-// CountSwitch counts the outcome of a switch attempt (busy is not counted).
+// CountSwitch counts the outcome of a switch attempt (busy is not
+// counted); a completed switch may complete the drain.
 func (b *Backend) CountSwitch(r SwitchResult) {
 	if r != SwitchBusy {
 		b.m.switches.WithLabelValues(r.String()).Inc()
+		b.drain.record(r)
+	}
+	if r == SwitchDone {
+		b.drain.progress()
 	}
 }
 

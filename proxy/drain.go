@@ -70,7 +70,9 @@ func (d *drainer) nudge(s Session) {
 	}
 }
 
-func (d *drainer) sessionGone() {
+// progress tells the controller that a session ended or moved, so it can
+// notice promptly that the drain is complete.
+func (d *drainer) progress() {
 	d.mu.Lock()
 	pending := !d.st.Complete
 	d.mu.Unlock()
@@ -241,16 +243,11 @@ func (d *drainer) switchOne(ctx context.Context, s Session, gen *creds.Generatio
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.b.opts.ConnectTimeout)
 	defer cancel()
-	res, err := s.Switch(ctx, gen)
-	if err != nil {
-		d.b.log.Warn("session switch failed", zap.Uint64("session", s.ID()), zap.Uint64("generation", gen.N), zap.Error(err))
-	}
-	d.record(res)
+	res, _ := s.Switch(ctx, gen) // the session logs its own failures
 	return res
 }
 
-// record counts a switch outcome in the current drain's status; the
-// protocol packages count the metric themselves.
+// record counts a switch outcome in the current drain's status.
 func (d *drainer) record(res SwitchResult) {
 	if res == SwitchBusy {
 		return
