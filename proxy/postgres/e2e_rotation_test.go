@@ -1,0 +1,84 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/credswap/credswap/internal/proxytest"
+	"github.com/credswap/credswap/internal/testenv"
+)
+
+// TestPgbenchUnderAlternatingRotation runs pgbench (TPC-B-like, 16
+// clients) while the credential alternates every 500 ms between two users:
+// the next user's password is changed in the database, then the file.
+func TestPgbenchUnderAlternatingRotation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("load test")
+	}
+	for _, mode := range []string{"prepared", "simple"} {
+		t.Run(mode, func(t *testing.T) {
+			pg := testenv.PG(t)
+			db, userA, passA, userB, _ := twoUsers(t, pg)
+			p := proxytest.Start(t, pg, userA, passA)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			bench := p.PG.Bin("pgbench")
+			if out, err := testenv.Command(ctx, bench, p.Env(db), "-i", "-s", "1", "-q").CombinedOutput(); err != nil {
+				t.Fatalf("pgbench -i: %v\n%s", err, out)
+			}
+			pg.ExecIn(t, db, fmt.Sprintf("GRANT ALL ON ALL TABLES IN SCHEMA public TO %s", userB))
+
+			done := make(chan struct{})
+			rotations := make(chan int, 1)
+			go func() {
+				users := [2]string{userA, userB}
+				n := 0
+				defer func() { rotations <- n }()
+				tick := time.NewTicker(500 * time.Millisecond)
+				defer tick.Stop()
+				for {
+					select {
+					case <-done:
+						return
+					case <-tick.C:
+					}
+					next := users[(n+1)%2]
+					pw := "pw-" + proxytest.Random(8)
+					pg.Exec(t, fmt.Sprintf("ALTER ROLE %s PASSWORD '%s'", next, pw))
+					p.WriteCredential(t, next, pw)
+					n++
+				}
+			}()
+			out, err := testenv.Command(ctx, bench, p.Env(db), "-c", "16", "-j", "2", "-T", "20", "-M", mode).CombinedOutput()
+			close(done)
+			n := <-rotations
+			if err != nil {
+				t.Fatalf("pgbench: %v\n%s", err, out)
+			}
+			checkPgbench(t, string(out))
+			st := p.Status(t).Backends[0]
+			t.Logf("%d rotations, generation %d, switches %v", n, st.Credential.Current.Generation, st.Drain.Results)
+			if st.Credential.Current.Generation < uint64(n/2) {
+				t.Fatalf("only %d generations adopted for %d rotations", st.Credential.Current.Generation, n)
+			}
+			current := st.Credential.Current.Username
+			retired := userA
+			if current == userA {
+				retired = userB
+			}
+			proxytest.Eventually(t, 5*time.Second, "no backend of the retired user", func() bool {
+				var count int
+				conn := pg.Connect(t, "postgres")
+				conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE usename = $1", retired).Scan(&count)
+				conn.Close(ctx)
+				return count == 0
+			})
+			if strings.Contains(p.Logs.String(), `"level":"error"`) {
+				t.Errorf("errors logged:\n%s", grep(p.Logs.String(), `"level":"error"`))
+			}
+		})
+	}
+}
