@@ -247,7 +247,8 @@ type DialFunc func(ctx context.Context, gen *creds.Generation) (PooledConn, erro
 // rejects the credential (creds.ErrRejected) it refreshes the source and
 // retries with the fresh credential, then with the fallback; every failure
 // is retried with backoff until ctx ends, so clients wait through a
-// rotation instead of failing. The error returned is the last dial error.
+// rotation instead of failing, except errors marked ErrPermanent, which are
+// returned at once. The error returned is the last dial error.
 func (b *Backend) Connect(ctx context.Context, key string, dial DialFunc) (PooledConn, error) {
 	backoff := 50 * time.Millisecond
 	var lastErr error
@@ -264,6 +265,9 @@ func (b *Backend) Connect(ctx context.Context, key string, dial DialFunc) (Poole
 				return c, nil
 			}
 			lastErr = err
+			if errors.Is(err, ErrPermanent) {
+				return nil, err
+			}
 			if errors.Is(err, creds.ErrRejected) {
 				b.m.backendAuthFailures.Inc()
 				b.log.Warn("backend rejected credential", zap.String("username", gen.Cred.Username),

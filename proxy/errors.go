@@ -95,3 +95,9 @@ func AsError(err error) *Error {
 	}
 	return &Error{Code: CodeInternal, Msg: "internal proxy error", Err: err}
 }
+
+// ErrPermanent marks a backend connection error that retrying cannot fix
+// (the database does not exist, the user may not connect to it, a startup
+// parameter is invalid). Backend.Connect returns such errors at once so
+// that the client learns the reason without waiting for connect_timeout.
+var ErrPermanent = errors.New("permanent backend error")

@@ -345,3 +345,23 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// TestDatabaseErrorsPassThrough: errors the database raises for this
+// client's login reach it at once, with the database's SQLSTATE.
+func TestDatabaseErrorsPassThrough(t *testing.T) {
+	p, db, _ := setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cases := []struct{ dsn, code string }{
+		{p.ConnString("no_such_db_" + proxytest.Random(3)), "3D000"},
+		{p.ConnString(db) + " options='-c statement_timeout=bogus'", "22023"},
+	}
+	for _, c := range cases {
+		start := time.Now()
+		_, err := pgx.Connect(ctx, c.dsn)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != c.code || time.Since(start) > 3*time.Second {
+			t.Errorf("want SQLSTATE %s at once, got %v after %s", c.code, err, time.Since(start))
+		}
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"go.uber.org/zap"
 
@@ -203,6 +204,18 @@ func (h *Handler) ServeConn(ctx context.Context, conn net.Conn) {
 		return h.dial(ctx, gen, st.database, st.params, key)
 	})
 	cancel()
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && errors.Is(err, proxy.ErrPermanent) {
+		// The database refused this client's request (unknown database,
+		// no CONNECT privilege, bad startup option): pass its error on as
+		// a direct connection would.
+		h.b.CountClientError(proxy.CodeBackendUnavailable)
+		log.Info("database refused the session", zap.String("sqlstate", pgErr.Code), zap.String("message", pgErr.Message))
+		conn.SetWriteDeadline(time.Now().Add(time.Second))
+		conn.Write(appendMsg(nil, &pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL",
+			Code: pgErr.Code, Message: pgErr.Message, Detail: pgErr.Detail, Hint: pgErr.Hint}))
+		return
+	}
 	if err != nil {
 		msg := "could not connect to the database server"
 		if errors.Is(err, creds.ErrRejected) {

@@ -137,14 +137,21 @@ func (d *Dialer) Verify(ctx context.Context, c creds.Credential) error {
 	return nil
 }
 
-// classifyDialError wraps authentication failures with creds.ErrRejected.
-// pgconn's messages name the user and database but never the password.
+// classifyDialError wraps authentication failures with creds.ErrRejected
+// and errors a retry cannot fix with proxy.ErrPermanent. pgconn's messages
+// name the user and database but never the password.
 func classifyDialError(err error) error {
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && (pgErr.Code == "28P01" || pgErr.Code == "28000") {
-		return fmt.Errorf("%w: %w", creds.ErrRejected, err)
+	if !errors.As(err, &pgErr) {
+		return err // network: retried
 	}
-	return err
+	switch pgErr.Code {
+	case "28P01", "28000":
+		return fmt.Errorf("%w: %w", creds.ErrRejected, err)
+	case "53300", "53400", "57P01", "57P02", "57P03", "58000", "58030", "XX000":
+		return err // too many connections, shutting down, starting up: retried
+	}
+	return fmt.Errorf("%w: %w", proxy.ErrPermanent, err)
 }
 
 // cancel sends a CancelRequest for the backend process pid to the upstream
