@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -96,8 +97,6 @@ func TestClientAuth(t *testing.T) {
 			t.Errorf("%s: want SQLSTATE %s, got %v", f.name, f.code, err)
 		}
 	}
-	var st struct{}
-	_ = st
 	if !strings.Contains(p.Logs.String(), "client_auth_failed") {
 		t.Error("auth failures were not logged")
 	}
@@ -192,4 +191,4 @@ func writeConfigCopy(t *testing.T, p *proxytest.Proxy) string {
 	return path
 }
 
-func itoa(n int) string { return strconvItoa(n) }
+func itoa(n int) string { return strconv.Itoa(n) }

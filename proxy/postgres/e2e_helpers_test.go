@@ -1,5 +1,0 @@
-package postgres_test
-
-import "strconv"
-
-func strconvItoa(n int) string { return strconv.Itoa(n) }
