@@ -130,8 +130,26 @@ func (s *Server) Shutdown(ctx context.Context) {
 	if s.ln != nil {
 		s.ln.Close()
 	}
+	// Sessions relayed by a loop have no handler goroutine: wait for the
+	// registry to empty as well.
 	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
+	go func() {
+		s.wg.Wait()
+		for {
+			empty := s.Backend.Sessions.Empty()
+			select {
+			case <-empty:
+				if s.Backend.Sessions.Len() == 0 {
+					close(done)
+					return
+				}
+			case <-s.ctx.Done():
+				<-empty
+				close(done)
+				return
+			}
+		}
+	}()
 	select {
 	case <-done:
 		s.cancel()

@@ -81,17 +81,23 @@ type Registry struct {
 	mu       sync.RWMutex
 	sessions map[uint64]Session
 	removed  func()
+	empty    chan struct{} // closed while there are no sessions
 }
 
 // NewRegistry returns an empty registry; removed, if not nil, is called
 // (without locks held) after each Remove.
 func NewRegistry(removed func()) *Registry {
-	return &Registry{sessions: make(map[uint64]Session), removed: removed}
+	empty := make(chan struct{})
+	close(empty)
+	return &Registry{sessions: make(map[uint64]Session), removed: removed, empty: empty}
 }
 
 // Add registers s.
 func (r *Registry) Add(s Session) {
 	r.mu.Lock()
+	if len(r.sessions) == 0 {
+		r.empty = make(chan struct{})
+	}
 	r.sessions[s.ID()] = s
 	r.mu.Unlock()
 }
@@ -99,11 +105,23 @@ func (r *Registry) Add(s Session) {
 // Remove unregisters s.
 func (r *Registry) Remove(s Session) {
 	r.mu.Lock()
-	delete(r.sessions, s.ID())
+	if _, ok := r.sessions[s.ID()]; ok {
+		delete(r.sessions, s.ID())
+		if len(r.sessions) == 0 {
+			close(r.empty)
+		}
+	}
 	r.mu.Unlock()
 	if r.removed != nil {
 		r.removed()
 	}
+}
+
+// Empty returns a channel that is closed while no session is registered.
+func (r *Registry) Empty() <-chan struct{} {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.empty
 }
 
 // Len returns the number of sessions.

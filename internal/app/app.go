@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"runtime"
 	"sync"
 	"time"
 
@@ -37,6 +38,7 @@ type App struct {
 	log      *zap.Logger
 	reg      *prometheus.Registry
 	backends []*backend
+	loops    *postgres.Loops
 	admin    *admin.Server
 	errs     chan error
 	wg       sync.WaitGroup
@@ -70,6 +72,13 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 		}
 	}()
 	metrics := proxy.NewMetrics(opts.Registry)
+	// Relay loops (Linux): one per two CPUs, at least one. Elsewhere every
+	// session uses the goroutine relay.
+	if loops, lerr := postgres.NewLoops(max(1, runtime.GOMAXPROCS(0)/2), a.log.Named("relay")); lerr == nil {
+		a.loops = loops
+	} else {
+		a.log.Info("relay loops unavailable; using goroutine relay", zap.Error(lerr))
+	}
 	var rts []*proxy.Backend
 	for _, bc := range cfg.Backends {
 		b, err := a.startBackend(ctx, bc, metrics)
@@ -201,6 +210,7 @@ func (a *App) startBackend(ctx context.Context, bc config.Backend, metrics *prox
 		HandshakeTimeout: bc.Limits.HandshakeTimeout.D(),
 		MaxMessageSize:   bc.Limits.MaxMessageSize.Int(),
 		MaxIdle:          bc.Pool.MaxIdle,
+		Loops:            a.loops,
 		Logger:           log,
 	})
 	if err != nil {
@@ -298,6 +308,9 @@ func (a *App) Shutdown(ctx context.Context) {
 		for _, b := range a.backends {
 			b.rt.Stop()
 			b.store.Stop()
+		}
+		if a.loops != nil {
+			a.loops.Close()
 		}
 		a.wg.Wait()
 		a.log.Info("credswap stopped")

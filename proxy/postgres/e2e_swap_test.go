@@ -40,16 +40,39 @@ func rotateTo(t *testing.T, p *proxytest.Proxy, user, password string) {
 	proxytest.Eventually(t, 5*time.Second, "adoption of "+user, func() bool { return p.Backend().Store.Current().N > before })
 }
 
+// TestSwitchKeepsSessionState runs over plaintext (relayed by an epoll
+// loop) and over TLS (relayed by two goroutines).
 func TestSwitchKeepsSessionState(t *testing.T) {
+	t.Run("loop relay", func(t *testing.T) { testSwitchKeepsSessionState(t, false) })
+	t.Run("goroutine relay over TLS", func(t *testing.T) { testSwitchKeepsSessionState(t, true) })
+}
+
+func testSwitchKeepsSessionState(t *testing.T, useTLS bool) {
 	pg := testenv.PG(t)
 	db, userA, passA, userB, passB := twoUsers(t, pg)
 	pg.ExecIn(t, db, "CREATE SCHEMA app; CREATE TABLE app.items (id int primary key, name text); INSERT INTO app.items VALUES (1, 'one'), (2, 'two')")
 	pg.ExecIn(t, db, fmt.Sprintf("GRANT USAGE ON SCHEMA app TO %s, %s; GRANT SELECT ON app.items TO %s, %s", userA, userB, userA, userB))
-	p := proxytest.Start(t, pg, userA, passA)
+	var opts []proxytest.Option
+	var ca *testenv.CA
+	if useTLS {
+		ca = testenv.TestCA(t)
+		opts = append(opts, withTLS(t, ca, true))
+	}
+	p := proxytest.Start(t, pg, userA, passA, opts...)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	c := p.Connect(t, db)
+	var c *pgx.Conn
+	if useTLS {
+		var err error
+		c, err = connect(ctx, strings.Replace(p.ConnString(db), "sslmode=disable", "sslmode=verify-full", 1)+" host=localhost", ca.ClientTLSConfig("localhost"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctx)
+	} else {
+		c = p.Connect(t, db)
+	}
 	for _, q := range []string{
 		"SET search_path = app, public",
 		"SET statement_timeout = '42s'",

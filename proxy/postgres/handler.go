@@ -57,7 +57,10 @@ type Options struct {
 	MaxMessageSize int
 	// MaxIdle mirrors the pool limit (used to skip resets when full).
 	MaxIdle int
-	Logger  *zap.Logger
+	// Loops relays plaintext sessions in epoll loops; nil relays every
+	// session with two goroutines.
+	Loops  *Loops
+	Logger *zap.Logger
 }
 
 // Handler serves PostgreSQL clients on one listener: it implements
@@ -74,6 +77,7 @@ type Handler struct {
 	maxIdle          int
 	log              *zap.Logger
 	bufs             bufPool
+	loops            *Loops
 	nextID           atomic.Uint64
 
 	cancelMu sync.Mutex
@@ -94,6 +98,7 @@ func NewHandler(opts Options) (*Handler, error) {
 		handshakeTimeout: opts.HandshakeTimeout,
 		maxBody:          opts.MaxMessageSize - 4,
 		maxIdle:          opts.MaxIdle,
+		loops:            opts.Loops,
 		log:              opts.Logger,
 		cancels:          make(map[uint32]*session),
 	}
@@ -138,6 +143,14 @@ func (h *Handler) dial(ctx context.Context, gen *creds.Generation, database stri
 		return nil, err
 	}
 	sc.key = key
+	if tc, ok := sc.conn.(*net.TCPConn); ok && h.loops != nil {
+		fc, err := detachTCP(tc)
+		if err != nil {
+			sc.conn.Close()
+			return nil, err
+		}
+		sc.conn = fc
+	}
 	sc.conns = &h.b.Conns
 	h.b.Conns.Opened(gen.N)
 	return sc, nil
@@ -241,6 +254,18 @@ func (h *Handler) ServeConn(ctx context.Context, conn net.Conn) {
 		return
 	}
 	s.log.Debug("session started", zap.Uint64("generation", be.gen))
+	if tc, ok := conn.(*net.TCPConn); ok && h.loops != nil {
+		if _, plain := be.conn.(*fdConn); plain {
+			fc, err := detachTCP(tc)
+			if err != nil {
+				s.finish(false, err)
+				return
+			}
+			s.client = fc
+			s.startLoop(h.loops.pick())
+			return
+		}
+	}
 	s.run(ctx)
 }
 
@@ -395,8 +420,9 @@ func poolKey(database string, params map[string]string) string {
 	return b.String()
 }
 
-// newSession registers a session for an authenticated client with a
-// proxy-minted cancel key.
+// newSession creates a session for an authenticated client with a
+// proxy-minted cancel key; it joins the backend's registry once its relay
+// runs (see session.run and session.startLoop).
 func (h *Handler) newSession(conn net.Conn, st *startup, be *serverConn, log *zap.Logger) *session {
 	id := h.nextID.Add(1)
 	s := &session{
@@ -404,6 +430,7 @@ func (h *Handler) newSession(conn net.Conn, st *startup, be *serverConn, log *za
 		id:          id,
 		log:         log.With(zap.Uint64("session", id)),
 		client:      conn,
+		clientAddr:  conn.RemoteAddr().String(),
 		crd:         newConnReader(conn, &h.bufs),
 		user:        st.user,
 		database:    st.database,
@@ -432,7 +459,6 @@ func (h *Handler) newSession(conn net.Conn, st *startup, be *serverConn, log *za
 		}
 	}
 	h.cancelMu.Unlock()
-	h.b.Sessions.Add(s)
 	return s
 }
 

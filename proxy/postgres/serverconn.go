@@ -217,6 +217,9 @@ func (c *serverConn) PoolKey() string { return c.key }
 // Healthy implements proxy.PooledConn: an idle backend connection must have
 // nothing to read; data or EOF means the server closed or complained.
 func (c *serverConn) Healthy() bool {
+	if fc, ok := c.conn.(*fdConn); ok {
+		return fc.peekHealthy()
+	}
 	raw := c.conn
 	if tc, ok := raw.(*tls.Conn); ok {
 		raw = tc.NetConn()

@@ -57,12 +57,13 @@ type session struct {
 	id  uint64
 	log *zap.Logger
 
-	client   net.Conn
-	crd      connReader
-	cbuf     rbuf       // client reader only
-	cfs      frameState // client reader only
-	user     string
-	database string
+	client     net.Conn
+	clientAddr string
+	crd        connReader
+	cbuf       rbuf       // client reader only
+	cfs        frameState // client reader only
+	user       string
+	database   string
 	// params are the startup parameters forwarded to every backend
 	// connection of the session; key is their pool key.
 	params      map[string]string
@@ -104,8 +105,24 @@ type session struct {
 	// mid-message and is never reused.
 	readerFailed atomic.Bool
 
-	// Backend reader state and control. sbuf and sfs belong to the backend
-	// reader, and to a switch while the reader is paused.
+	// termErr is what Terminate was asked to tell the client.
+	termErr atomic.Pointer[proxy.Error]
+
+	// Relay loop state, used when lp is set (plaintext sessions on Linux).
+	// While attached, only the loop goroutine touches it and the relay
+	// state above; while detached, only the goroutine that detached the
+	// session does.
+	lp             *relayLoop
+	attached       bool
+	cep, bep       endpoint
+	cpend, spend   []byte // bytes waiting for the backend / the client to accept them
+	ccarry, scarry []byte // bytes read but not yet forwarded (a partial message, or a batch held for a switch)
+	cneed, sneed   int
+	sv             serverVisitor
+
+	// Backend reader state and control (goroutine relay). sbuf and sfs
+	// belong to the backend reader, and to a switch while the reader is
+	// paused; the relay loop uses sfs too.
 	sbuf     rbuf
 	sfs      frameState
 	pauseReq atomic.Bool
@@ -129,7 +146,7 @@ func (s *session) PoolKey() string { return s.key }
 func (s *session) Info() proxy.SessionInfo {
 	info := proxy.SessionInfo{
 		ID:          s.id,
-		Client:      s.client.RemoteAddr().String(),
+		Client:      s.clientAddr,
 		User:        s.user,
 		Database:    s.database,
 		Generation:  s.gen.Load(),
@@ -165,7 +182,12 @@ func (s *session) Terminate(e *proxy.Error) {
 	if !s.terminated.CompareAndSwap(false, true) {
 		return
 	}
+	s.termErr.Store(e)
 	s.h.b.CountClientError(e.Code)
+	if s.lp != nil {
+		s.loopTerminate(e)
+		return
+	}
 	s.wmu.Lock()
 	if !s.clientMidMsg {
 		s.client.SetWriteDeadline(time.Now().Add(time.Second))
@@ -173,6 +195,13 @@ func (s *session) Terminate(e *proxy.Error) {
 	}
 	s.wmu.Unlock()
 	s.client.Close()
+}
+
+// pinThrottled reports whether a pinned session past the drain deadline
+// re-checked its pins less than a second ago: such a session is not
+// re-captured before every statement.
+func (s *session) pinThrottled() bool {
+	return s.pin.Load() != nil && s.h.b.DrainOverdue() && time.Since(s.lastPinCheck) < pinRecheckPeriod
 }
 
 // safePoint reports whether nothing is in flight between client and
@@ -185,6 +214,7 @@ func (s *session) safePoint() bool {
 // run relays until either side ends, then releases everything.
 func (s *session) run(ctx context.Context) {
 	go s.backendLoop(s.be)
+	s.h.b.Sessions.Add(s) // the relay runs: the drain controller may see it
 	clean, err := s.clientLoop(ctx)
 	s.finish(clean, err)
 }
@@ -213,12 +243,7 @@ func (s *session) clientLoop(ctx context.Context) (clean bool, err error) {
 		s.cbuf.consume(fwd)
 		switch {
 		case scanErr != nil:
-			var le *lengthError
-			if errors.As(scanErr, &le) && le.bodyLen >= 0 {
-				return false, proxy.Errorf(proxy.CodeMessageTooLarge, scanErr,
-					"message of %d bytes exceeds the proxy's max_message_size", le.bodyLen+4)
-			}
-			return false, proxy.Errorf(proxy.CodeProtocolViolation, scanErr, "invalid message from client")
+			return false, clientScanError(scanErr)
 		case werr != nil:
 			return false, proxy.Errorf(proxy.CodeBackendLost, werr, "lost the connection to the database server")
 		case stop:
@@ -228,6 +253,17 @@ func (s *session) clientLoop(ctx context.Context) (clean bool, err error) {
 			s.cbuf.grow(need)
 		}
 	}
+}
+
+// clientScanError turns a framing error in the client's stream into the
+// error the client is told.
+func clientScanError(err error) *proxy.Error {
+	var le *lengthError
+	if errors.As(err, &le) && le.bodyLen >= 0 {
+		return proxy.Errorf(proxy.CodeMessageTooLarge, err,
+			"message of %d bytes exceeds the proxy's max_message_size", le.bodyLen+4)
+	}
+	return proxy.Errorf(proxy.CodeProtocolViolation, err, "invalid message from client")
 }
 
 // visit implements visitor for client→backend messages; the client reader
@@ -452,11 +488,26 @@ func (s *session) stopReader() {
 // connection, and is closed otherwise.
 func (s *session) finish(clean bool, cause error) {
 	var pe *proxy.Error
+	atBoundary := func() bool {
+		if s.lp != nil {
+			return len(s.spend) == 0 && s.sfs.atBoundary()
+		}
+		return !s.clientMidMsg
+	}
 	if cause != nil && !clean && errors.As(cause, &pe) && s.terminated.CompareAndSwap(false, true) {
+		s.termErr.Store(pe)
 		s.h.b.CountClientError(pe.Code)
 		s.log.Info("closing session", zap.Error(cause))
+	} else if s.terminated.Load() && s.lp != nil {
+		// Terminated while detached (a switch was running): tell the
+		// client now.
+		pe = s.termErr.Load()
+	} else {
+		pe = nil
+	}
+	if pe != nil {
 		s.wmu.Lock()
-		if !s.clientMidMsg {
+		if atBoundary() {
 			s.client.SetWriteDeadline(time.Now().Add(time.Second))
 			s.client.Write(appendFatal(nil, pe))
 		}
@@ -467,10 +518,13 @@ func (s *session) finish(clean bool, cause error) {
 	s.client.Close()
 	s.mu.Lock()
 	s.closing = true
-	s.stopReader()
+	if s.lp == nil {
+		s.stopReader()
+	}
 	be := s.be
 	cur := s.h.b.Store.Current()
-	reuse := clean && !s.terminated.Load() && !s.readerFailed.Load() && s.safePoint() && cur != nil && be.gen == cur.N
+	reuse := clean && !s.terminated.Load() && !s.readerFailed.Load() && s.safePoint() && cur != nil && be.gen == cur.N &&
+		len(s.cpend) == 0 && len(s.scarry) == 0
 	s.mu.Unlock()
 	s.h.unregister(s)
 	s.cbuf.n = 0

@@ -62,6 +62,12 @@ type sessionState struct {
 // if that one is forwarding, the session is busy and switches itself
 // before its next batch.
 func (s *session) Switch(ctx context.Context, gen *creds.Generation) (proxy.SwitchResult, error) {
+	if gen == nil {
+		return proxy.SwitchDone, nil
+	}
+	if s.lp != nil {
+		return s.loopSwitchRequest(ctx, gen)
+	}
 	if !s.mu.TryLock() {
 		return proxy.SwitchBusy, nil
 	}
@@ -81,10 +87,23 @@ func (s *session) switchLocked(ctx context.Context, gen *creds.Generation) (res 
 	if !s.safePoint() || s.terminated.Load() {
 		return proxy.SwitchBusy, nil
 	}
-	// A session pinned past the drain deadline is re-checked at most once
-	// a second, not before every statement.
-	if s.pin.Load() != nil && s.h.b.DrainOverdue() && time.Since(s.lastPinCheck) < pinRecheckPeriod {
+	if s.pinThrottled() {
 		return proxy.SwitchPinned, nil
+	}
+	if !s.pauseReader(s.be) {
+		return proxy.SwitchFailed, errors.New("backend connection already closed")
+	}
+	defer func() { s.resumeReader(s.be) }()
+	return s.performSwitch(ctx, gen)
+}
+
+// performSwitch captures the session's state on its backend connection,
+// replays it on a connection of gen and moves the session there. The
+// caller holds mu and has exclusive use of the backend connection and of
+// writes to the client (the relay is paused or detached).
+func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res proxy.SwitchResult, err error) {
+	if s.be.gen >= gen.N {
+		return proxy.SwitchDone, nil
 	}
 	start := time.Now()
 	defer func() {
@@ -94,11 +113,15 @@ func (s *session) switchLocked(ctx context.Context, gen *creds.Generation) (res 
 		}
 	}()
 	old := s.be
-	if !s.pauseReader(old) {
-		return proxy.SwitchFailed, errors.New("backend connection already closed")
+	if len(s.spend) > 0 { // bytes the client has not taken yet go first
+		s.client.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		_, werr := s.client.Write(s.spend)
+		s.client.SetWriteDeadline(time.Time{})
+		s.spend = s.spend[:0]
+		if werr != nil {
+			return proxy.SwitchFailed, fmt.Errorf("writing to the client: %w", werr)
+		}
 	}
-	next := old
-	defer func() { s.resumeReader(next) }()
 
 	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > 10*time.Second {
 		var cancel context.CancelFunc
@@ -150,11 +173,15 @@ func (s *session) switchLocked(ctx context.Context, gen *creds.Generation) (res 
 		_, werr := s.client.Write(out)
 		s.wmu.Unlock()
 		if werr != nil {
-			s.client.Close()
+			s.readerFailed.Store(true)
+			if s.lp == nil {
+				s.client.Close() // ends the client reader
+			} else {
+				s.terminated.Store(true) // reattach finishes the session
+			}
 		}
 	}
 	s.be = nb
-	next = nb
 	s.gen.Store(nb.gen)
 	s.target.Store(&cancelTarget{pid: nb.pid, secret: nb.secret})
 	s.log.Debug("session switched", zap.Uint64("generation", nb.gen), zap.Duration("took", time.Since(start)))

@@ -1,0 +1,336 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/credswap/credswap/creds"
+	"github.com/credswap/credswap/proxy"
+)
+
+// loopCarryRelease is the capacity above which an emptied carry buffer is
+// dropped rather than kept for the next partial message.
+const loopCarryRelease = 64 << 10
+
+// startLoop hands the session to relay loop l. The caller's goroutine may
+// return afterwards: the loop relays, and the session ends through
+// finish on a goroutine of its own.
+func (s *session) startLoop(l *relayLoop) {
+	s.lp = l
+	s.sv = serverVisitor{s: s, be: s.be}
+	s.h.b.Sessions.Add(s) // the relay mode is settled: the drain controller may see it
+	if !l.post(func() {
+		if err := l.attach(s); err != nil {
+			go s.finish(false, err)
+		}
+	}) {
+		go s.finish(false, errors.New("relay loop stopped"))
+	}
+}
+
+// readInto reads from fd into p. It returns n > 0, or done with the error
+// (io.EOF at end of stream); EAGAIN is (0, nil).
+func readInto(fd int, p []byte) (int, error) {
+	for {
+		n, err := unix.Read(fd, p)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return 0, nil
+		case err != nil:
+			return 0, err
+		case n == 0:
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+}
+
+// readBatch reads what fd has into the loop buffer, or after a partial
+// message kept in carry (growing it to need). It returns the bytes to
+// process, which alias the loop buffer or carry.
+func readBatch(l *relayLoop, fd int, carry *[]byte, need int) ([]byte, error) {
+	if len(*carry) == 0 {
+		n, err := readInto(fd, l.buf)
+		return l.buf[:n], err
+	}
+	c := *carry
+	want := max(need, len(c)+relayBufSize)
+	if cap(c) < want {
+		nc := make([]byte, len(c), want)
+		copy(nc, c)
+		c = nc
+	}
+	n, err := readInto(fd, c[len(c):cap(c)])
+	c = c[:len(c)+n]
+	*carry = c
+	if n == 0 {
+		return nil, err
+	}
+	return c, err
+}
+
+// keep stores the unforwarded tail of a batch for the next read.
+func keep(carry *[]byte, rest []byte) {
+	if len(rest) > 0 {
+		*carry = append((*carry)[:0], rest...)
+		return
+	}
+	if cap(*carry) > loopCarryRelease {
+		*carry = nil
+		return
+	}
+	*carry = (*carry)[:0]
+}
+
+// fromClient handles readability of the client socket.
+func (s *session) fromClient(l *relayLoop) {
+	data, err := readBatch(l, s.cep.fd, &s.ccarry, s.cneed)
+	if len(data) > 0 {
+		s.clientData(l, data, true)
+	}
+	if err != nil && s.attached {
+		l.end(s, errors.Is(err, io.EOF), err)
+	}
+}
+
+// clientData forwards a batch from the client. At a safe point with a newer
+// generation to move to, the batch is held and the session switches first
+// (trySwitch is false for a held batch coming back from that attempt).
+func (s *session) clientData(l *relayLoop, data []byte, trySwitch bool) {
+	if trySwitch && s.h.b.Behind(s.gen.Load()) && s.safePoint() && len(s.spend) == 0 && !s.pinThrottled() {
+		keep(&s.ccarry, data)
+		l.detach(s)
+		go s.loopSwitch(s.h.b.Target())
+		return
+	}
+	fwd, need, stop, scanErr := scanFrames(&s.cfs, data, s.h.maxBody, clientWant, s)
+	if fwd > 0 && !s.send(l, &s.bep, &s.cep, &s.cpend, data[:fwd]) {
+		return
+	}
+	keep(&s.ccarry, data[fwd:])
+	s.cneed = need
+	switch {
+	case scanErr != nil:
+		l.end(s, false, clientScanError(scanErr))
+	case stop:
+		l.end(s, true, nil)
+	}
+}
+
+// fromServer handles readability of the backend socket.
+func (s *session) fromServer(l *relayLoop) {
+	data, err := readBatch(l, s.bep.fd, &s.scarry, s.sneed)
+	if len(data) > 0 {
+		v := &s.sv
+		fwd, need, _, scanErr := scanFrames(&s.sfs, data, 0, serverWant, v)
+		if scanErr != nil {
+			s.loopBackendGone(l, scanErr, false)
+			return
+		}
+		if fwd > 0 && !s.send(l, &s.cep, &s.bep, &s.spend, data[:fwd]) {
+			return
+		}
+		keep(&s.scarry, data[fwd:])
+		s.sneed = need
+		if v.rfq {
+			v.rfq = false
+			// Idle at a safe point on an old generation: move now,
+			// before the client sends anything.
+			if s.h.b.Behind(s.gen.Load()) && s.pin.Load() == nil && s.safePoint() &&
+				len(s.spend) == 0 && len(s.ccarry) == 0 && len(s.scarry) == 0 && err == nil {
+				l.detach(s)
+				go s.loopSwitch(s.h.b.Target())
+				return
+			}
+		}
+	}
+	if err != nil && s.attached {
+		s.loopBackendGone(l, err, s.sv.fatal)
+	}
+}
+
+// loopBackendGone ends the session after the backend connection failed.
+func (s *session) loopBackendGone(l *relayLoop, err error, fatalSent bool) {
+	var cause error
+	if !fatalSent && len(s.spend) == 0 && s.sfs.atBoundary() {
+		cause = proxy.Errorf(proxy.CodeBackendLost, err, "server closed the connection unexpectedly")
+	}
+	s.readerFailed.Store(true)
+	l.end(s, false, cause)
+}
+
+// send writes p to dst without blocking; what the socket does not take is
+// kept in pend, and src stops being read until it has drained.
+func (s *session) send(l *relayLoop, dst, src *endpoint, pend *[]byte, p []byte) bool {
+	if len(*pend) > 0 {
+		*pend = append(*pend, p...)
+		return true
+	}
+	n, err := writeSome(dst.fd, p)
+	if err != nil {
+		if dst.client {
+			l.end(s, false, nil) // the client is gone
+		} else {
+			s.readerFailed.Store(true)
+			l.end(s, false, proxy.Errorf(proxy.CodeBackendLost, err, "lost the connection to the database server"))
+		}
+		return false
+	}
+	if n < len(p) {
+		*pend = append((*pend)[:0], p[n:]...)
+		l.setInterest(src, false, src.out)
+		l.setInterest(dst, dst.in, true)
+	}
+	return true
+}
+
+// flushPending writes bytes waiting for dst once it is writable again.
+func (s *session) flushPending(l *relayLoop, dst *endpoint) {
+	pend, src := &s.spend, &s.bep
+	if !dst.client {
+		pend, src = &s.cpend, &s.cep
+	}
+	n, err := writeSome(dst.fd, *pend)
+	if err != nil {
+		l.end(s, false, nil)
+		return
+	}
+	rest := (*pend)[n:]
+	if len(rest) > 0 {
+		*pend = append((*pend)[:0], rest...)
+		return
+	}
+	*pend = (*pend)[:0]
+	if cap(*pend) > loopCarryRelease {
+		*pend = nil
+	}
+	l.setInterest(dst, dst.in, false)
+	l.setInterest(src, true, src.out)
+}
+
+// writeSome writes as much of p as the socket takes now.
+func writeSome(fd int, p []byte) (int, error) {
+	done := 0
+	for done < len(p) {
+		n, err := unix.Write(fd, p[done:])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return done, nil
+		case err != nil:
+			return done, err
+		}
+		done += n
+	}
+	return done, nil
+}
+
+// loopSwitch runs on its own goroutine with the session detached from its
+// loop: it moves the session to gen and hands it back to the loop, which
+// then forwards any batch the client sent meanwhile.
+func (s *session) loopSwitch(gen *creds.Generation) (proxy.SwitchResult, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.h.b.ConnectTimeout())
+	defer cancel()
+	s.mu.Lock()
+	res, err := proxy.SwitchBusy, error(nil)
+	if !s.terminated.Load() {
+		res, err = s.performSwitch(ctx, gen)
+	}
+	s.mu.Unlock()
+	s.reattach()
+	return res, err
+}
+
+// reattach gives a detached session back to its loop, or finishes it if it
+// was terminated meanwhile.
+func (s *session) reattach() {
+	l := s.lp
+	if s.terminated.Load() {
+		s.finish(false, nil) // tells the client termErr, if any
+		return
+	}
+	s.sv.be = s.be
+	if !l.post(func() {
+		if err := l.attach(s); err != nil {
+			go s.finish(false, err)
+			return
+		}
+		if len(s.ccarry) > 0 {
+			s.clientData(l, s.ccarry, false)
+		}
+	}) {
+		s.finish(false, errors.New("relay loop stopped"))
+	}
+}
+
+// loopSwitchRequest implements Switch for a session in a relay loop: the
+// loop detaches it if it is at a safe point, and the caller switches it.
+func (s *session) loopSwitchRequest(ctx context.Context, gen *creds.Generation) (proxy.SwitchResult, error) {
+	type answer struct {
+		detached bool
+		res      proxy.SwitchResult
+	}
+	ch := make(chan answer, 1)
+	if !s.lp.post(func() {
+		switch {
+		case !s.attached || s.terminated.Load():
+			ch <- answer{res: proxy.SwitchBusy}
+		case s.gen.Load() >= gen.N:
+			ch <- answer{res: proxy.SwitchDone}
+		case !s.safePoint() || len(s.spend) > 0 || len(s.ccarry) > 0 || len(s.scarry) > 0:
+			ch <- answer{res: proxy.SwitchBusy}
+		case s.pinThrottled():
+			ch <- answer{res: proxy.SwitchPinned}
+		default:
+			s.lp.detach(s)
+			ch <- answer{detached: true}
+		}
+	}) {
+		return proxy.SwitchBusy, nil
+	}
+	var a answer
+	select {
+	case a = <-ch:
+	case <-ctx.Done():
+		// The loop answers anyway; a detached session must be taken over.
+		go func() {
+			if a := <-ch; a.detached {
+				s.reattach()
+			}
+		}()
+		return proxy.SwitchBusy, ctx.Err()
+	}
+	if !a.detached {
+		return a.res, nil
+	}
+	s.mu.Lock()
+	res, err := proxy.SwitchBusy, error(nil)
+	if !s.terminated.Load() {
+		res, err = s.performSwitch(ctx, gen)
+	}
+	s.mu.Unlock()
+	s.reattach()
+	return res, err
+}
+
+// loopTerminate implements Terminate for a session in a relay loop.
+func (s *session) loopTerminate(e *proxy.Error) {
+	l := s.lp
+	if !l.post(func() {
+		if !s.attached {
+			return // a switch or finish in progress sees terminated
+		}
+		if len(s.spend) == 0 && s.sfs.atBoundary() {
+			writeSome(s.cep.fd, appendFatal(nil, e))
+		}
+		l.end(s, false, nil)
+	}) {
+		s.client.Close()
+	}
+}
