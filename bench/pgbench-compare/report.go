@@ -1,0 +1,221 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Target names, in the order the report's columns show them.
+const (
+	targetDirect    = "direct"
+	targetCredswap  = "credswap"
+	targetPgbouncer = "pgbouncer"
+)
+
+var allTargets = []string{targetDirect, targetCredswap, targetPgbouncer}
+
+// cell identifies one measured combination.
+type cell struct {
+	mode    string
+	clients int
+	target  string
+}
+
+// sample is one pgbench run.
+type sample struct {
+	round  int
+	res    pgbenchResult
+	cpuUS  float64 // proxy CPU µs per transaction; valid if hasCPU
+	hasCPU bool
+	err    error // the run does not count if set
+}
+
+// results holds every run of a benchmark; it is used by one goroutine.
+type results struct {
+	runs map[cell][]sample
+}
+
+func newResults() *results { return &results{runs: make(map[cell][]sample)} }
+
+func (r *results) add(c cell, s sample) { r.runs[c] = append(r.runs[c], s) }
+
+// summary is the medians of a cell's successful runs.
+type summary struct {
+	ok, total int
+	tps       float64 // valid if ok > 0
+	cpuUS     float64 // valid if hasCPU
+	hasCPU    bool
+}
+
+func (r *results) summarize(c cell) summary {
+	var tps, cpu []float64
+	s := summary{total: len(r.runs[c])}
+	for _, run := range r.runs[c] {
+		if run.err != nil {
+			continue
+		}
+		tps = append(tps, run.res.TPS)
+		if run.hasCPU {
+			cpu = append(cpu, run.cpuUS)
+		}
+	}
+	s.ok = len(tps)
+	if s.ok > 0 {
+		s.tps = median(tps)
+	}
+	if len(cpu) > 0 {
+		s.cpuUS, s.hasCPU = median(cpu), true
+	}
+	return s
+}
+
+// median returns the median of xs (the mean of the middle two for an even count); xs must not be
+// empty. xs is not modified.
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// header describes the run: when, where, with what.
+type header struct {
+	date      time.Time
+	cpu       string
+	cores     int
+	kernel    string
+	goVersion string
+	postgres  string
+	pgbouncer string // empty if pgbouncer was not a target
+	pgbench   string
+	command   string
+	clkTck    int
+	loadStart string // /proc/loadavg before the runs
+	loadEnd   string // and after
+}
+
+// renderReport returns the markdown report: the header block, the table of medians and, if any
+// run failed, the failures.
+func renderReport(h header, o options, r *results, interrupted bool) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "- **Date:** %s\n", h.date.UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(&b, "- **Machine:** %s, %d cores, Linux %s\n", h.cpu, h.cores, h.kernel)
+	fmt.Fprintf(&b, "- **Versions:** Go %s; %s; %s", strings.TrimPrefix(h.goVersion, "go"), h.postgres, h.pgbench)
+	if h.pgbouncer != "" {
+		fmt.Fprintf(&b, "; %s", h.pgbouncer)
+	}
+	b.WriteString("\n")
+	fmt.Fprintf(&b, "- **Command:** `%s`\n", h.command)
+	fmt.Fprintf(&b, "- **Runs:** rounds: %d, %d s per run; within a round the targets run back to back for each mode and client count, in an order rotated every round; medians shown\n",
+		o.rounds, o.seconds)
+	fmt.Fprintf(&b, "- **Load average (1/5/15 min):** %s at start, %s at end\n", h.loadStart, h.loadEnd)
+	fmt.Fprintf(&b, "- **Workload:** `pgbench -S -n -T %d -c N -j min(N,2) -M MODE`, scale %d, over TCP on 127.0.0.1 without TLS; proxy CPU is utime+stime of the proxy process over each run (CLK_TCK %d) per transaction\n",
+		o.seconds, o.scale, h.clkTck)
+	if interrupted {
+		b.WriteString("- **Interrupted:** the benchmark was stopped before all runs finished\n")
+	}
+	b.WriteString("\n")
+
+	has := func(t string) bool { return slices.Contains(o.targets, t) }
+	var shown []string
+	for _, t := range allTargets {
+		if has(t) {
+			shown = append(shown, t)
+		}
+	}
+	cols := []string{"mode", "clients"}
+	for _, t := range shown {
+		cols = append(cols, t+" TPS")
+	}
+	type ratio struct{ num, den string }
+	var ratios []ratio
+	for _, rt := range []ratio{{targetCredswap, targetDirect}, {targetPgbouncer, targetDirect}, {targetCredswap, targetPgbouncer}} {
+		if has(rt.num) && has(rt.den) {
+			ratios = append(ratios, rt)
+			cols = append(cols, rt.num+"/"+rt.den)
+		}
+	}
+	var proxies []string
+	for _, t := range []string{targetCredswap, targetPgbouncer} {
+		if has(t) {
+			proxies = append(proxies, t)
+			cols = append(cols, t+" CPU µs/txn")
+		}
+	}
+	b.WriteString("| " + strings.Join(cols, " | ") + " |\n")
+	b.WriteString("|" + strings.Repeat("---|", 2) + strings.Repeat("---:|", len(cols)-2) + "\n")
+
+	for _, mode := range o.modes {
+		for _, clients := range o.clients {
+			sums := make(map[string]summary)
+			for _, t := range shown {
+				sums[t] = r.summarize(cell{mode, clients, t})
+			}
+			row := []string{mode, fmt.Sprint(clients)}
+			for _, t := range shown {
+				row = append(row, tpsCell(sums[t]))
+			}
+			for _, rt := range ratios {
+				n, d := sums[rt.num], sums[rt.den]
+				if n.ok == 0 || d.ok == 0 || d.tps == 0 {
+					row = append(row, "–")
+					continue
+				}
+				row = append(row, fmt.Sprintf("%.2f", n.tps/d.tps))
+			}
+			for _, t := range proxies {
+				if s := sums[t]; s.hasCPU {
+					row = append(row, fmt.Sprintf("%.1f", s.cpuUS))
+				} else {
+					row = append(row, "–")
+				}
+			}
+			b.WriteString("| " + strings.Join(row, " | ") + " |\n")
+		}
+	}
+
+	var failures []string
+	for round := 1; round <= o.rounds; round++ {
+		for _, mode := range o.modes {
+			for _, clients := range o.clients {
+				for _, t := range shown {
+					for _, s := range r.runs[cell{mode, clients, t}] {
+						if s.round == round && s.err != nil {
+							failures = append(failures, fmt.Sprintf("- round %d, -M %s -c %d, %s:\n\n  ```\n%s\n  ```\n",
+								round, mode, clients, t, indentWith(lastLines(s.err.Error(), 12), "  ")))
+						}
+					}
+				}
+			}
+		}
+	}
+	if len(failures) > 0 {
+		fmt.Fprintf(&b, "\n**%d failed runs** (not counted in the medians; a cell shows how many of its runs succeeded):\n\n", len(failures))
+		b.WriteString(strings.Join(failures, "\n"))
+	}
+	return b.String()
+}
+
+// tpsCell formats a median TPS, marking cells with failed runs.
+func tpsCell(s summary) string {
+	switch {
+	case s.total == 0:
+		return "–"
+	case s.ok == 0:
+		return fmt.Sprintf("FAIL (0/%d)", s.total)
+	case s.ok < s.total:
+		return fmt.Sprintf("%.0f (%d/%d ok)", s.tps, s.ok, s.total)
+	default:
+		return fmt.Sprintf("%.0f", s.tps)
+	}
+}
+
+// indentWith prefixes every line of s with prefix.
+func indentWith(s, prefix string) string {
+	return prefix + strings.ReplaceAll(s, "\n", "\n"+prefix)
+}
