@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command pgbench-compare measures the throughput and CPU cost of credswap against a direct
 // connection to PostgreSQL and against PgBouncer in session mode, with pgbench's select-only
 // workload.

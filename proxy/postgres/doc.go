@@ -8,14 +8,16 @@
 //
 // # Relay
 //
-// Each session has two goroutines: the client reader (clientLoop) and the
-// backend reader (backendLoop). Both forward bytes in whole batches (one
-// read and one write syscall per batch) and decode only message headers,
-// except for the few messages the state machine needs whole: Query and
-// Parse from the client (custom setting names, the unnamed statement),
-// ReadyForQuery, ParameterStatus and ErrorResponse from the server. On
-// plain TCP a reader waits for readability through syscall.RawConn before
-// it takes a buffer from the pool, so an idle session holds no buffer.
+// Plaintext sessions on Linux are relayed by epoll loops (Loops): a loop
+// owns the descriptors of many sessions and, per batch, does one read and
+// one write and no goroutine switch; an idle session costs no goroutine
+// and no buffer. TLS sessions use two goroutines each, the client reader
+// (clientLoop) and the backend reader (backendLoop). Either way the relay
+// forwards whole batches and decodes only message headers, except for the
+// few messages the state machine needs whole: Query and Parse from the
+// client (custom setting names, the unnamed statement), ReadyForQuery,
+// ParameterStatus and ErrorResponse from the server. See
+// docs/architecture.md for why there are two relays.
 //
 // # Safe points and switches
 //
