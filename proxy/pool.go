@@ -115,13 +115,13 @@ func (p *Pool) put(c PooledConn, minGen uint64, warm bool) bool {
 // CloseBelow closes every idle connection older than gen and returns how
 // many it closed.
 func (p *Pool) CloseBelow(gen uint64) int {
-	return p.closeWhere(func(ic idleConn, _ time.Time) bool { return ic.c.Generation() < gen })
+	return p.closeWhere(time.Now(), func(ic idleConn, _ time.Time) bool { return ic.c.Generation() < gen })
 }
 
 // Reap closes connections idle longer than idleTimeout and trims the pool
 // back to maxIdle once warm connections are past their grace period.
 func (p *Pool) Reap(now time.Time) int {
-	n := p.closeWhere(func(ic idleConn, now time.Time) bool { return now.Sub(ic.since) > p.idleTimeout })
+	n := p.closeWhere(now, func(ic idleConn, now time.Time) bool { return now.Sub(ic.since) > p.idleTimeout })
 	var victims []PooledConn
 	p.mu.Lock()
 	for key, list := range p.idle {
@@ -143,8 +143,7 @@ func (p *Pool) Reap(now time.Time) int {
 	return n + len(victims)
 }
 
-func (p *Pool) closeWhere(match func(idleConn, time.Time) bool) int {
-	now := time.Now()
+func (p *Pool) closeWhere(now time.Time, match func(idleConn, time.Time) bool) int {
 	var victims []PooledConn
 	p.mu.Lock()
 	for key, list := range p.idle {
@@ -171,7 +170,7 @@ func (p *Pool) Close() {
 	p.mu.Lock()
 	p.closed = true
 	p.mu.Unlock()
-	p.closeWhere(func(idleConn, time.Time) bool { return true })
+	p.closeWhere(time.Now(), func(idleConn, time.Time) bool { return true })
 }
 
 // Len returns the number of idle connections.
