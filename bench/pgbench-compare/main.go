@@ -34,6 +34,7 @@ type options struct {
 	scale   int
 	out     string
 	targets []string // in the order of -targets; runs rotate from it
+	idle    int      // idle sessions for the memory measurement (0: skip)
 	args    []string // the arguments as given, for the report
 }
 
@@ -51,6 +52,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	clients := fs.String("clients", "1,8,32", "pgbench client counts (-c), comma-separated")
 	fs.IntVar(&o.scale, "scale", 10, "pgbench scale factor (-i -s)")
 	fs.StringVar(&o.out, "out", "", "also write the markdown report to `FILE`")
+	fs.IntVar(&o.idle, "idle", 200, "idle sessions opened through each proxy to measure its memory per session (0: skip)")
 	targets := fs.String("targets", strings.Join(allTargets, ","), "targets, comma-separated: "+strings.Join(allTargets, ", "))
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -144,9 +146,11 @@ func mainCode() int {
 
 // target is one thing pgbench connects to.
 type target struct {
-	name string
-	env  []string // libpq environment
-	proc *process // the proxy whose CPU is measured; nil for direct
+	name  string
+	env   []string // libpq environment
+	proc  *process // the proxy whose CPU is measured; nil for direct
+	addr  string   // where clients connect (proxies)
+	login login    // the login clients use (proxies)
 }
 
 // run is the whole benchmark. Everything it starts is stopped and removed before it returns.
@@ -225,7 +229,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
 		}
 		defer func() { err = errors.Join(err, cs.proc.stop()) }()
 		logf("credswap (pid %d) on %s", cs.proc.pid, cs.addr)
-		targets[targetCredswap] = &target{name: targetCredswap, env: libpqEnv(cs.addr, cs.local), proc: cs.proc}
+		targets[targetCredswap] = &target{name: targetCredswap, env: libpqEnv(cs.addr, cs.local), proc: cs.proc, addr: cs.addr, login: cs.local}
 	}
 	if o.has(targetPgbouncer) {
 		pb, serr := startPgbouncer(ctx, dir, pgbouncerBin, pg.Addr(), backend)
@@ -234,7 +238,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
 		}
 		defer func() { err = errors.Join(err, pb.proc.stop()) }()
 		logf("pgbouncer (pid %d) on %s", pb.proc.pid, pb.addr)
-		targets[targetPgbouncer] = &target{name: targetPgbouncer, env: libpqEnv(pb.addr, backend), proc: pb.proc}
+		targets[targetPgbouncer] = &target{name: targetPgbouncer, env: libpqEnv(pb.addr, backend), proc: pb.proc, addr: pb.addr, login: backend}
 	}
 
 	h := describe(ctx, started, o, clk, pg, goBin, pgbouncerBin)
@@ -264,9 +268,21 @@ runs:
 		}
 	}
 
+	var idle []idleResult
+	for _, name := range o.targets {
+		if t := targets[name]; t.proc != nil && o.idle > 0 && ctx.Err() == nil {
+			res := measureIdle(ctx, t, t.login, t.addr, o.idle)
+			logf("idle memory %-9s %d sessions: %.1f KiB each (err %v)", name, o.idle, res.rssPer/1024, res.err)
+			idle = append(idle, res)
+		}
+	}
+
 	interrupted := ctx.Err() != nil
 	h.loadEnd = loadAverage()
 	report := renderReport(h, o, r, interrupted)
+	if len(idle) > 0 {
+		report += renderIdle(idle)
+	}
 	fmt.Fprint(stdout, "\n"+report)
 	if o.out != "" {
 		if werr := os.WriteFile(o.out, []byte(report), 0o644); werr != nil {

@@ -53,8 +53,8 @@ log_disconnections = 0
 auth_type = scram-sha-256
 auth_file = %s
 pool_mode = session
-max_client_conn = 200
-default_pool_size = 64
+max_client_conn = 1000
+default_pool_size = 256
 `, benchDB, uhost, uport, benchDB, lhost, lport, authFile)
 }
 
