@@ -192,7 +192,14 @@ func (h *Handler) ServeConn(ctx context.Context, conn net.Conn) {
 		h.reject(conn, log, proxy.Errorf(proxy.CodeTooManyClients, nil, "sorry, too many clients already"))
 		return
 	}
-	defer h.b.Release()
+	// The slot belongs to the connection until a session takes it over
+	// (a session relayed by a loop outlives this goroutine).
+	owned := true
+	defer func() {
+		if owned {
+			h.b.Release()
+		}
+	}()
 
 	ac := &authConn{rw: conn, user: st.user, tls: st.tls, cbData: h.cbData}
 	if !st.tls {
@@ -240,6 +247,7 @@ func (h *Handler) ServeConn(ctx context.Context, conn net.Conn) {
 	be := pc.(*serverConn)
 
 	s := h.newSession(conn, st, be, log)
+	owned = false // finish releases it
 	out := append(final, appendMsg(nil, &pgproto3.AuthenticationOk{})...)
 	for k, v := range be.params {
 		out = appendMsg(out, &pgproto3.ParameterStatus{Name: k, Value: v})
@@ -250,6 +258,7 @@ func (h *Handler) ServeConn(ctx context.Context, conn net.Conn) {
 	out = appendMsg(out, &pgproto3.ReadyForQuery{TxStatus: 'I'})
 	if _, err := conn.Write(out); err != nil {
 		h.unregister(s)
+		h.b.Release()
 		be.Close()
 		return
 	}

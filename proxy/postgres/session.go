@@ -527,6 +527,7 @@ func (s *session) finish(clean bool, cause error) {
 		len(s.cpend) == 0 && len(s.scarry) == 0
 	s.mu.Unlock()
 	s.h.unregister(s)
+	s.h.b.Release()
 	s.cbuf.n = 0
 	s.cbuf.release(&s.h.bufs)
 
