@@ -228,8 +228,12 @@ func (b *Backend) CountClientError(code Code) {
 func (b *Backend) CountClientAuthFailure() { b.m.clientAuthFailures.Inc() }
 
 // CountSwitch counts the outcome of a switch attempt (busy is not
-// counted); a completed switch may complete the drain.
-func (b *Backend) CountSwitch(r SwitchResult) {
+// counted) and, for a completed one, how long it took; a completed switch
+// may complete the drain.
+func (b *Backend) CountSwitch(r SwitchResult, took time.Duration) {
+	if r == SwitchDone && took > 0 {
+		b.m.switchSeconds.Observe(took.Seconds())
+	}
 	if r != SwitchBusy {
 		b.m.switches.WithLabelValues(r.String()).Inc()
 		b.drain.record(r)

@@ -299,7 +299,7 @@ func (d *drainer) applyDeadline() {
 			d.b.log.Warn("closing session still on a replaced credential after the drain deadline", fields...)
 			s.Terminate(Errorf(CodeDrainDeadline, nil,
 				"terminating connection: it held state that could not be moved to the rotated database credential before the drain deadline"))
-			d.b.CountSwitch(SwitchFailed)
+			d.b.CountSwitch(SwitchFailed, 0)
 			d.mu.Lock()
 			d.st.Results["deadline_closed"]++
 			d.mu.Unlock()

@@ -17,6 +17,7 @@ type Metrics struct {
 	clientErrors        *prometheus.CounterVec
 	switches            *prometheus.CounterVec
 	backendAuthFailures *prometheus.CounterVec
+	switchSeconds       *prometheus.HistogramVec
 
 	mu       sync.Mutex
 	backends []*Backend
@@ -42,9 +43,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "backend_auth_failures_total",
 			Help: "Backend logins the database refused because of the credential.",
 		}, []string{"backend"}),
+		switchSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "session_switch_duration_seconds",
+			Help:    "Time a completed switch took: capturing the session's state, replaying it on a new connection, retiring the old one.",
+			Buckets: []float64{.00025, .0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"backend"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.clientAuthFailures, m.clientErrors, m.switches, m.backendAuthFailures, (*collector)(m))
+		reg.MustRegister(m.clientAuthFailures, m.clientErrors, m.switches, m.backendAuthFailures, m.switchSeconds, (*collector)(m))
 	}
 	return m
 }
@@ -55,6 +61,7 @@ type backendMetrics struct {
 	clientErrors        *prometheus.CounterVec
 	switches            *prometheus.CounterVec
 	backendAuthFailures prometheus.Counter
+	switchSeconds       prometheus.Observer
 }
 
 func (m *Metrics) forBackend(name string) *backendMetrics {
@@ -64,6 +71,7 @@ func (m *Metrics) forBackend(name string) *backendMetrics {
 		clientErrors:        m.clientErrors.MustCurryWith(l),
 		switches:            m.switches.MustCurryWith(l),
 		backendAuthFailures: m.backendAuthFailures.With(l),
+		switchSeconds:       m.switchSeconds.With(l),
 	}
 }
 

@@ -246,7 +246,7 @@ func (h *Handler) ServeConn(ctx context.Context, conn net.Conn) {
 	}
 	be := pc.(*serverConn)
 
-	s := h.newSession(conn, st, be, log)
+	s := h.newSession(conn, st, be)
 	owned = false // finish releases it
 	out := append(final, appendMsg(nil, &pgproto3.AuthenticationOk{})...)
 	for k, v := range be.params {
@@ -262,7 +262,7 @@ func (h *Handler) ServeConn(ctx context.Context, conn net.Conn) {
 		be.Close()
 		return
 	}
-	s.log.Debug("session started", zap.Uint64("generation", be.gen))
+	s.log().Debug("session started", zap.Uint64("generation", be.gen))
 	if tc, ok := conn.(*net.TCPConn); ok && h.loops != nil {
 		if _, plain := be.conn.(*fdConn); plain {
 			fc, err := detachTCP(tc)
@@ -432,12 +432,11 @@ func poolKey(database string, params map[string]string) string {
 // newSession creates a session for an authenticated client with a
 // proxy-minted cancel key; it joins the backend's registry once its relay
 // runs (see session.run and session.startLoop).
-func (h *Handler) newSession(conn net.Conn, st *startup, be *serverConn, log *zap.Logger) *session {
+func (h *Handler) newSession(conn net.Conn, st *startup, be *serverConn) *session {
 	id := h.nextID.Add(1)
 	s := &session{
 		h:           h,
 		id:          id,
-		log:         log.With(zap.Uint64("session", id)),
 		client:      conn,
 		clientAddr:  conn.RemoteAddr().String(),
 		crd:         newConnReader(conn, &h.bufs),
@@ -499,7 +498,7 @@ func (h *Handler) cancelRequest(pid uint32, secret []byte) {
 	}
 	t := s.target.Load()
 	if err := h.dialer.cancel(context.Background(), t.pid, t.secret); err != nil {
-		s.log.Warn("forwarding cancel request failed", zap.Error(err))
+		s.log().Warn("forwarding cancel request failed", zap.Error(err))
 	}
 }
 

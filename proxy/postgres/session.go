@@ -53,9 +53,12 @@ type pinState struct {
 // drain worker, always holding mu, and pause the backend reader while they
 // use the backend connection themselves.
 type session struct {
-	h   *Handler
-	id  uint64
-	log *zap.Logger
+	h  *Handler
+	id uint64
+	// lg is the session's logger, built on first use: zap's With costs a
+	// kilobyte or so per call, which an idle session should not hold.
+	lg     *zap.Logger
+	lgOnce sync.Once
 
 	client     net.Conn
 	clientAddr string
@@ -132,6 +135,15 @@ type session struct {
 }
 
 var _ proxy.Session = (*session)(nil)
+
+// log returns the session's logger (client, user, database, session id).
+func (s *session) log() *zap.Logger {
+	s.lgOnce.Do(func() {
+		s.lg = s.h.log.With(zap.String("client", s.clientAddr), zap.String("user", s.user),
+			zap.String("database", s.database), zap.Uint64("session", s.id))
+	})
+	return s.lg
+}
 
 // ID implements proxy.Session.
 func (s *session) ID() uint64 { return s.id }
@@ -438,7 +450,7 @@ func (s *session) backendGone(err error, fatalSent bool) {
 	if s.terminated.Load() {
 		return
 	}
-	s.log.Info("backend connection ended", zap.Error(err))
+	s.log().Info("backend connection ended", zap.Error(err))
 	if !fatalSent && s.terminated.CompareAndSwap(false, true) {
 		e := proxy.Errorf(proxy.CodeBackendLost, err, "server closed the connection unexpectedly")
 		s.h.b.CountClientError(e.Code)
@@ -497,7 +509,7 @@ func (s *session) finish(clean bool, cause error) {
 	if cause != nil && !clean && errors.As(cause, &pe) && s.terminated.CompareAndSwap(false, true) {
 		s.termErr.Store(pe)
 		s.h.b.CountClientError(pe.Code)
-		s.log.Info("closing session", zap.Error(cause))
+		s.log().Info("closing session", zap.Error(cause))
 	} else if s.terminated.Load() && s.lp != nil {
 		// Terminated while detached (a switch was running): tell the
 		// client now.
@@ -539,7 +551,7 @@ func (s *session) finish(clean bool, cause error) {
 			return
 		}
 		if err != nil {
-			s.log.Debug("backend connection not reusable", zap.Error(err))
+			s.log().Debug("backend connection not reusable", zap.Error(err))
 		}
 	}
 	be.Close()

@@ -30,12 +30,18 @@ const (
 // (docs/swap.md): settings set in this session, role, the pins, prepared
 // statements and LISTEN channels. The custom-setting probe is appended
 // when the session set any.
-const captureSQL = `SELECT name, current_setting(name) FROM pg_catalog.pg_settings WHERE source = 'session';` +
+//
+// It calls the functions behind the pg_settings, pg_cursors, pg_locks and
+// pg_prepared_statements views directly: on a backend that never ran it,
+// expanding the views costs more catalog lookups than the query itself.
+// The temporary-table count only runs when the session ever had a
+// temporary schema.
+const captureSQL = `SELECT s.name, pg_catalog.current_setting(s.name) FROM pg_catalog.pg_show_all_settings() s WHERE s.source = 'session';` +
 	`SELECT pg_catalog.current_setting('role'),` +
-	` (SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema()),` +
-	` (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable),` +
-	` (SELECT count(*) FROM pg_catalog.pg_locks WHERE pid = pg_catalog.pg_backend_pid() AND locktype = 'advisory');` +
-	`SELECT name, statement, from_sql, parameter_types::pg_catalog.oid[]::text FROM pg_catalog.pg_prepared_statements;` +
+	` CASE WHEN pg_catalog.pg_my_temp_schema() = 0 THEN 0 ELSE (SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema()) END,` +
+	` (SELECT count(*) FROM pg_catalog.pg_cursor() c WHERE c.is_holdable),` +
+	` (SELECT count(*) FROM pg_catalog.pg_lock_status() l WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'advisory');` +
+	`SELECT p.name, p.statement, p.from_sql, p.parameter_types::pg_catalog.oid[]::text FROM pg_catalog.pg_prepared_statement() p;` +
 	`SELECT pg_catalog.pg_listening_channels();`
 
 // notReplayed are settings that set_config cannot or must not restore.
@@ -107,9 +113,9 @@ func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res
 	}
 	start := time.Now()
 	defer func() {
-		s.h.b.CountSwitch(res)
+		s.h.b.CountSwitch(res, time.Since(start))
 		if err != nil {
-			s.log.Warn("session switch failed", zap.Uint64("generation", gen.N), zap.Error(err))
+			s.log().Warn("session switch failed", zap.Uint64("generation", gen.N), zap.Error(err))
 		}
 	}()
 	old := s.be
@@ -136,7 +142,7 @@ func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res
 	if st.pinReason != "" {
 		if p := s.pin.Load(); p == nil || p.reason != st.pinReason {
 			s.pin.Store(&pinState{reason: st.pinReason, since: time.Now()})
-			s.log.Info("session pinned to its backend connection", zap.String("reason", st.pinReason))
+			s.log().Info("session pinned to its backend connection", zap.String("reason", st.pinReason))
 		}
 		return proxy.SwitchPinned, nil
 	}
@@ -160,7 +166,7 @@ func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res
 	out, err := s.retire(ctx, old, len(st.channels) > 0)
 	old.Close()
 	if err != nil {
-		s.log.Debug("retiring old backend connection", zap.Error(err))
+		s.log().Debug("retiring old backend connection", zap.Error(err))
 	}
 	out = append(out, held...)
 	for k, v := range nb.params {
@@ -184,7 +190,7 @@ func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res
 	s.be = nb
 	s.gen.Store(nb.gen)
 	s.target.Store(&cancelTarget{pid: nb.pid, secret: nb.secret})
-	s.log.Debug("session switched", zap.Uint64("generation", nb.gen), zap.Duration("took", time.Since(start)))
+	s.log().Debug("session switched", zap.Uint64("generation", nb.gen), zap.Duration("took", time.Since(start)))
 	return proxy.SwitchDone, nil
 }
 
@@ -388,7 +394,7 @@ func (s *session) replay(ctx context.Context, nb *serverConn, st *sessionState) 
 			if !errors.As(err, &pgErr) {
 				return nil, err
 			}
-			s.log.Debug("unnamed statement not restored", zap.Error(err))
+			s.log().Debug("unnamed statement not restored", zap.Error(err))
 		}
 	}
 	return held, nil
