@@ -14,6 +14,42 @@ type Config struct {
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 	// Log configures the process logger.
 	Log Log `yaml:"log"`
+	// Vault is the Vault server shared by vault-kv and vault-db sources.
+	Vault Vault `yaml:"vault"`
+}
+
+// Vault configures the client of the HashiCorp Vault server that vault-kv
+// and vault-db credential sources read from.
+type Vault struct {
+	// Address is the server's URL, such as https://vault.internal:8200.
+	Address string `yaml:"address"`
+	// CAFile is a PEM bundle to verify the server with (default: system roots).
+	CAFile string `yaml:"ca_file"`
+	// Namespace is the Vault Enterprise namespace, if any.
+	Namespace string `yaml:"namespace"`
+	// Timeout bounds one request to Vault.
+	Timeout Duration `yaml:"timeout"`
+	// Auth says how the proxy logs in to Vault.
+	Auth VaultAuth `yaml:"auth"`
+}
+
+// Enabled reports whether a Vault server is configured.
+func (v Vault) Enabled() bool { return v.Address != "" }
+
+// VaultAuth selects and configures the Vault login.
+type VaultAuth struct {
+	// Method is token, token_file or approle.
+	Method string `yaml:"method"`
+	// Token is the token itself (method token), typically "${VAULT_TOKEN}".
+	Token string `yaml:"token"`
+	// Path is the token file (method token_file), e.g. a Vault Agent sink;
+	// it is read again whenever it changes.
+	Path string `yaml:"path"`
+	// Mount is the AppRole auth mount (method approle, default approle).
+	Mount string `yaml:"mount"`
+	// RoleID and SecretIDFile are the AppRole login (method approle).
+	RoleID       string `yaml:"role_id"`
+	SecretIDFile string `yaml:"secret_id_file"`
 }
 
 // Admin configures the admin HTTP API.
@@ -114,11 +150,26 @@ type Client struct {
 
 // Credential selects and configures the backend credential source.
 type Credential struct {
-	// Source is "file" or "env".
+	// Source is "file", "env", "vault-kv" or "vault-db".
 	Source string `yaml:"source"`
 	// Path is the JSON file {"username": ..., "password": ...} or a
-	// directory holding files "username" and "password" (source file).
+	// directory holding files "username" and "password" (source file), or
+	// the secret's path under Mount (source vault-kv).
 	Path string `yaml:"path"`
+	// Mount is the Vault secrets engine's mount (vault-kv default secret,
+	// vault-db default database).
+	Mount string `yaml:"mount"`
+	// KVVersion is the KV engine version, 1 or 2 (vault-kv, default 2).
+	KVVersion int `yaml:"kv_version"`
+	// UsernameKey and PasswordKey name the secret's fields (vault-kv,
+	// defaults username and password).
+	UsernameKey string `yaml:"username_key"`
+	PasswordKey string `yaml:"password_key"`
+	// Role is a dynamic database role (vault-db: database/creds/<role>).
+	Role string `yaml:"role"`
+	// StaticRole is a static database role (vault-db:
+	// database/static-creds/<static_role>).
+	StaticRole string `yaml:"static_role"`
 	// UsernameEnv and PasswordEnv name the environment variables (source env).
 	UsernameEnv string `yaml:"username_env"`
 	PasswordEnv string `yaml:"password_env"`

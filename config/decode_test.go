@@ -24,8 +24,8 @@ func TestDecodeErrors(t *testing.T) {
 		},
 		{
 			name: "unknown key without suggestion",
-			doc:  "vault: {address: x}\n",
-			want: []string{`vault: unknown key (line 1)`},
+			doc:  "telemetry: {address: x}\n",
+			want: []string{`telemetry: unknown key (line 1)`},
 		},
 		{
 			name: "key that does not look like a field stays out of the path",

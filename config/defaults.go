@@ -25,6 +25,14 @@ const (
 	defaultPoolMaxIdle      = 16
 	defaultPoolIdleTimeout  = 10 * time.Minute
 	defaultClientAuth       = authSCRAM
+
+	defaultVaultTimeout    = 10 * time.Second
+	defaultAppRoleMount    = "approle"
+	defaultKVMount         = "secret"
+	defaultDBMount         = "database"
+	defaultKVVersion       = 2
+	defaultUsernameKey     = "username"
+	defaultPasswordKey     = "password"
 )
 
 // applyDefaults fills every field of c that the document left out, as
@@ -36,11 +44,26 @@ func applyDefaults(c *Config, given fieldSet) {
 	setDefault(given, &c.ShutdownTimeout, Duration(defaultShutdownTimeout))
 	setDefault(given, &c.Log.Level, defaultLogLevel)
 	setDefault(given, &c.Log.Format, defaultLogFormat)
+	if c.Vault.Enabled() {
+		setDefault(given, &c.Vault.Timeout, Duration(defaultVaultTimeout))
+		if c.Vault.Auth.Method == "approle" {
+			setDefault(given, &c.Vault.Auth.Mount, defaultAppRoleMount)
+		}
+	}
 
 	for i := range c.Backends {
 		b := &c.Backends[i]
 		setDefault(given, &b.UpstreamTLS.Mode, defaultUpstreamTLSMode)
 		setDefault(given, &b.Credential.RefreshInterval, Duration(defaultRefreshInterval))
+		switch b.Credential.Source {
+		case sourceVaultKV:
+			setDefault(given, &b.Credential.Mount, defaultKVMount)
+			setDefault(given, &b.Credential.KVVersion, defaultKVVersion)
+			setDefault(given, &b.Credential.UsernameKey, defaultUsernameKey)
+			setDefault(given, &b.Credential.PasswordKey, defaultPasswordKey)
+		case sourceVaultDB:
+			setDefault(given, &b.Credential.Mount, defaultDBMount)
+		}
 		if b.Protocol == protocolPostgres {
 			setDefault(given, &b.VerifyDatabase, defaultVerifyDatabase)
 		}

@@ -18,7 +18,12 @@ type fileRef struct {
 // list both path resolution and Load's file checks work from, so the two
 // cannot disagree.
 func fileRefs(c *Config) []fileRef {
-	refs := []fileRef{{path: "admin.token_file", val: &c.Admin.TokenFile, owner: &c.Admin}}
+	refs := []fileRef{
+		{path: "admin.token_file", val: &c.Admin.TokenFile, owner: &c.Admin},
+		{path: "vault.ca_file", val: &c.Vault.CAFile, owner: &c.Vault},
+		{path: "vault.auth.path", val: &c.Vault.Auth.Path, owner: &c.Vault.Auth},
+		{path: "vault.auth.secret_id_file", val: &c.Vault.Auth.SecretIDFile, owner: &c.Vault.Auth},
+	}
 	for i := range c.Backends {
 		b := &c.Backends[i]
 		p := indexPath("backends", i)

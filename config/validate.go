@@ -2,6 +2,7 @@ package config
 
 import (
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 )
@@ -53,6 +54,17 @@ func validate(c *Config, given fieldSet, errs *issues) {
 
 	if len(c.Backends) == 0 {
 		v.bad("backends", v.line(&c.Backends), "at least one backend is required")
+	}
+	for i := range c.Backends {
+		if s := c.Backends[i].Credential.Source; s == sourceVaultKV || s == sourceVaultDB {
+			if !c.Vault.Enabled() {
+				v.bad(indexPath("backends", i)+".credential.source", v.line(&c.Backends[i].Credential.Source, &c.Backends[i]),
+					"source %s needs the vault block (vault.address and vault.auth)", s)
+			}
+		}
+	}
+	if c.Vault.Enabled() {
+		v.vault(&c.Vault)
 	}
 	names := map[string]string{} // name -> path of the backend that has it
 	var listens []boundAddr
@@ -278,15 +290,28 @@ func (v *validator) credential(p string, cr *Credential, b *Backend) {
 			v.bad(p+"."+name, at(val), "is not allowed with source %s", cr.Source)
 		}
 	}
+	notVault := func() {
+		for _, f := range []struct {
+			name string
+			val  *string
+		}{{"mount", &cr.Mount}, {"username_key", &cr.UsernameKey}, {"password_key", &cr.PasswordKey},
+			{"role", &cr.Role}, {"static_role", &cr.StaticRole}} {
+			notAllowed(f.name, f.val)
+		}
+		if cr.KVVersion != 0 {
+			v.bad(p+".kv_version", at(&cr.KVVersion), "is only allowed with source vault-kv")
+		}
+	}
 	switch cr.Source {
 	case "":
-		v.bad(p+".source", at(&cr.Source), "is required (file or env)")
+		v.bad(p+".source", at(&cr.Source), "is required (file, env, vault-kv or vault-db)")
 	case sourceFile:
 		if cr.Path == "" {
 			v.bad(p+".path", at(&cr.Path), "is required with source file")
 		}
 		notAllowed("username_env", &cr.UsernameEnv)
 		notAllowed("password_env", &cr.PasswordEnv)
+		notVault()
 	case sourceEnv:
 		for _, f := range []struct {
 			name string
@@ -300,12 +325,95 @@ func (v *validator) credential(p string, cr *Credential, b *Backend) {
 			}
 		}
 		notAllowed("path", &cr.Path)
-	case sourceVaultKV, sourceVaultDB:
-		v.bad(p+".source", at(&cr.Source), "source %s is not supported by this build yet", cr.Source)
+		notVault()
+	case sourceVaultKV:
+		if cr.Path == "" {
+			v.bad(p+".path", at(&cr.Path), "is required with source vault-kv (the secret's path under mount)")
+		}
+		if cr.Mount == "" {
+			v.bad(p+".mount", at(&cr.Mount), "must not be empty")
+		}
+		if cr.KVVersion != 1 && cr.KVVersion != 2 {
+			v.bad(p+".kv_version", at(&cr.KVVersion), "must be 1 or 2")
+		}
+		if cr.UsernameKey == "" || cr.PasswordKey == "" {
+			v.bad(p, at(cr), "username_key and password_key must not be empty")
+		}
+		notAllowed("username_env", &cr.UsernameEnv)
+		notAllowed("password_env", &cr.PasswordEnv)
+		notAllowed("role", &cr.Role)
+		notAllowed("static_role", &cr.StaticRole)
+	case sourceVaultDB:
+		if (cr.Role == "") == (cr.StaticRole == "") {
+			v.bad(p, at(cr), "source vault-db needs exactly one of role (dynamic) and static_role")
+		}
+		if cr.Mount == "" {
+			v.bad(p+".mount", at(&cr.Mount), "must not be empty")
+		}
+		for _, f := range []struct {
+			name string
+			val  *string
+		}{{"path", &cr.Path}, {"username_env", &cr.UsernameEnv}, {"password_env", &cr.PasswordEnv},
+			{"username_key", &cr.UsernameKey}, {"password_key", &cr.PasswordKey}} {
+			notAllowed(f.name, f.val)
+		}
+		if cr.KVVersion != 0 {
+			v.bad(p+".kv_version", at(&cr.KVVersion), "is only allowed with source vault-kv")
+		}
 	default:
-		v.bad(p+".source", at(&cr.Source), "must be one of file, env (vault-kv and vault-db are not supported by this build yet)")
+		v.bad(p+".source", at(&cr.Source), "must be one of file, env, vault-kv, vault-db")
 	}
 	v.positive(p+".refresh_interval", at(&cr.RefreshInterval), cr.RefreshInterval)
+}
+
+// vault checks the Vault client block.
+func (v *validator) vault(vc *Vault) {
+	at := func(field any) int { return v.line(field, vc) }
+	if vc.Address == "" {
+		v.bad("vault.address", at(&vc.Address), "is required")
+	} else if u, err := url.Parse(vc.Address); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		v.bad("vault.address", at(&vc.Address), "must be an http:// or https:// URL")
+	}
+	v.positive("vault.timeout", at(&vc.Timeout), vc.Timeout)
+	a := &vc.Auth
+	aat := func(field any) int { return v.line(field, a, vc) }
+	only := func(name string, val *string, methods string) {
+		if *val != "" {
+			v.bad("vault.auth."+name, aat(val), "is only allowed with method %s", methods)
+		}
+	}
+	switch a.Method {
+	case "token":
+		if a.Token == "" {
+			v.bad("vault.auth.token", aat(&a.Token), "is required with method token (for example ${VAULT_TOKEN})")
+		}
+		only("path", &a.Path, "token_file")
+		only("role_id", &a.RoleID, "approle")
+		only("secret_id_file", &a.SecretIDFile, "approle")
+	case "token_file":
+		if a.Path == "" {
+			v.bad("vault.auth.path", aat(&a.Path), "is required with method token_file")
+		}
+		only("token", &a.Token, "token")
+		only("role_id", &a.RoleID, "approle")
+		only("secret_id_file", &a.SecretIDFile, "approle")
+	case "approle":
+		if a.RoleID == "" {
+			v.bad("vault.auth.role_id", aat(&a.RoleID), "is required with method approle")
+		}
+		if a.SecretIDFile == "" {
+			v.bad("vault.auth.secret_id_file", aat(&a.SecretIDFile), "is required with method approle")
+		}
+		only("token", &a.Token, "token")
+		only("path", &a.Path, "token_file")
+	case "":
+		v.bad("vault.auth.method", aat(&a.Method), "is required (token, token_file or approle)")
+	default:
+		v.bad("vault.auth.method", aat(&a.Method), "must be one of token, token_file, approle")
+	}
+	if a.Method != "approle" && a.Mount != "" {
+		v.bad("vault.auth.mount", aat(&a.Mount), "is only allowed with method approle")
+	}
 }
 
 // address checks a host:port field.

@@ -180,12 +180,39 @@ func TestValidate(t *testing.T) {
 		{"source missing", func(d tree) { delete(sub(backend(d, 0), "credential"), "source") },
 			"backends[0].credential.source", "is required"},
 		{"source unknown", func(d tree) { sub(backend(d, 0), "credential")["source"] = "s3" },
-			"backends[0].credential.source", "must be one of file, env"},
-		{"source vault-kv", func(d tree) { sub(backend(d, 0), "credential")["source"] = "vault-kv" },
-			"backends[0].credential.source", "source vault-kv is not supported by this build yet"},
-		{"source vault-db", func(d tree) {
+			"backends[0].credential.source", "must be one of file, env, vault-kv, vault-db"},
+		{"vault-kv without the vault block", func(d tree) {
+			backend(d, 0)["credential"] = tree{"source": "vault-kv", "path": "orders/db"}
+		}, "backends[0].credential.source", "needs the vault block"},
+		{"vault-kv", func(d tree) {
+			d["vault"] = tree{"address": "http://127.0.0.1:8200", "auth": tree{"method": "token", "token": "t"}}
+			backend(d, 0)["credential"] = tree{"source": "vault-kv", "path": "orders/db", "kv_version": 1}
+		}, "", ""},
+		{"vault-kv bad version", func(d tree) {
+			d["vault"] = tree{"address": "http://127.0.0.1:8200", "auth": tree{"method": "token", "token": "t"}}
+			backend(d, 0)["credential"] = tree{"source": "vault-kv", "path": "orders/db", "kv_version": 3}
+		}, "backends[0].credential.kv_version", "must be 1 or 2"},
+		{"vault-db without a role", func(d tree) {
+			d["vault"] = tree{"address": "http://127.0.0.1:8200", "auth": tree{"method": "token", "token": "t"}}
 			backend(d, 0)["credential"] = tree{"source": "vault-db"}
-		}, "backends[0].credential.source", "source vault-db is not supported by this build yet"},
+		}, "backends[0].credential", "exactly one of role (dynamic) and static_role"},
+		{"vault-db dynamic", func(d tree) {
+			d["vault"] = tree{"address": "https://vault:8200", "auth": tree{"method": "approle", "role_id": "r", "secret_id_file": "app-password"}}
+			backend(d, 0)["credential"] = tree{"source": "vault-db", "role": "orders"}
+		}, "", ""},
+		{"vault-db with a kv field", func(d tree) {
+			d["vault"] = tree{"address": "http://127.0.0.1:8200", "auth": tree{"method": "token", "token": "t"}}
+			backend(d, 0)["credential"] = tree{"source": "vault-db", "static_role": "orders", "path": "x"}
+		}, "backends[0].credential.path", "is not allowed with source vault-db"},
+		{"vault address not a URL", func(d tree) {
+			d["vault"] = tree{"address": "vault:8200", "auth": tree{"method": "token", "token": "t"}}
+		}, "vault.address", "http:// or https:// URL"},
+		{"vault approle without secret", func(d tree) {
+			d["vault"] = tree{"address": "http://v:8200", "auth": tree{"method": "approle", "role_id": "r"}}
+		}, "vault.auth.secret_id_file", "is required with method approle"},
+		{"vault unknown method", func(d tree) {
+			d["vault"] = tree{"address": "http://v:8200", "auth": tree{"method": "kerberos"}}
+		}, "vault.auth.method", "must be one of token, token_file, approle"},
 		{"file without path", func(d tree) { delete(sub(backend(d, 0), "credential"), "path") },
 			"backends[0].credential.path", "is required with source file"},
 		{"file with env names", func(d tree) { sub(backend(d, 0), "credential")["username_env"] = "U" },
