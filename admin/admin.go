@@ -126,6 +126,9 @@ func (s *Server) auth(next http.HandlerFunc) http.Handler {
 type readyResponse struct {
 	Ready    bool                `json:"ready"`
 	Backends map[string][]string `json:"not_ready,omitempty"`
+	// Degraded lists backends that serve with their current credential
+	// while its source fails; they are ready.
+	Degraded map[string][]string `json:"degraded,omitempty"`
 }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
@@ -137,6 +140,12 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 				resp.Backends = map[string][]string{}
 			}
 			resp.Backends[b.Name()] = reasons
+		}
+		if d := b.Degraded(); len(d) > 0 {
+			if resp.Degraded == nil {
+				resp.Degraded = map[string][]string{}
+			}
+			resp.Degraded[b.Name()] = d
 		}
 	}
 	code := http.StatusOK

@@ -28,6 +28,15 @@ type Watcher interface {
 	Watch(ctx context.Context, changed func()) error
 }
 
+// Retirer is implemented by sources whose credentials hold something that
+// should be released once no session uses them, such as Vault leases.
+type Retirer interface {
+	// Retire releases every credential the source handed out except those
+	// in keep. The Store calls it when a drain has completed: no session
+	// uses an older generation any more.
+	Retire(ctx context.Context, keep ...Credential) error
+}
+
 // VerifyFunc performs a test login with c. It returns nil when the database
 // accepts c and an error wrapping ErrRejected when the database refuses it.
 type VerifyFunc func(ctx context.Context, c Credential) error

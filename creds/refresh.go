@@ -172,8 +172,18 @@ func (s *Store) refreshOnce(ctx context.Context, src Source) (adopted bool, err 
 		}
 		err = fmt.Errorf("reading %s source: %w", src.Kind(), err)
 		s.recordFailure(err)
-		s.log.Warn("cannot read credential source; keeping the current credential",
-			zap.String("source", src.Kind()), zap.Uint64("generation", cur.N), zap.Error(err))
+		fields := []zap.Field{zap.String("source", src.Kind()), zap.Uint64("generation", cur.N), zap.Error(err)}
+		if exp := cur.Cred.Expiry; !exp.IsZero() {
+			left := time.Until(exp)
+			fields = append(fields, zap.Time("credential_expires", exp), zap.Duration("expires_in", left))
+			// The source is unreachable and the credential in use will
+			// stop working soon: say so loudly.
+			if left < max(2*s.maxBackoff, time.Minute) {
+				s.log.Error("cannot read credential source and the current credential expires before the next retries can succeed", fields...)
+				return false, err
+			}
+		}
+		s.log.Warn("cannot read credential source; keeping the current credential", fields...)
 		return false, err
 	}
 	now := time.Now()

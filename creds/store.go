@@ -224,13 +224,37 @@ func (s *Store) Fallback() *Generation { return s.fb.Load() }
 
 // RetireFallback forgets the fallback generation if it is older than or
 // equal to gen.
+//
+// If the source is a Retirer, it is then asked (in the background) to
+// release every credential but those of generations newer than gen: the
+// caller promises that no session uses generation gen or older any more.
 func (s *Store) RetireFallback(gen uint64) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	var keep []Credential
+	if cur := s.cur.Load(); cur != nil {
+		keep = append(keep, cur.Cred)
+	}
 	if fb := s.fb.Load(); fb != nil && fb.N <= gen {
 		s.fb.Store(nil)
 		s.log.Info("retired fallback credential", zap.Uint64("generation", fb.N), zap.String("username", fb.Cred.Username))
+	} else if fb != nil {
+		keep = append(keep, fb.Cred)
 	}
+	r, ok := s.src.(Retirer)
+	s.mu.Unlock()
+	s.life.Lock()
+	bg := s.bgCtx
+	s.life.Unlock()
+	if !ok || bg == nil {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(bg, 30*time.Second)
+		defer cancel()
+		if err := r.Retire(ctx, keep...); err != nil {
+			s.log.Warn("releasing retired credentials failed", zap.Error(err))
+		}
+	}()
 }
 
 // Refresh re-reads the source now. If the credential changed it is verified

@@ -325,6 +325,21 @@ func (b *Backend) Ready() (bool, []string) {
 	return len(reasons) == 0, reasons
 }
 
+// Degraded reports what is wrong while the backend still serves with its
+// current credential: the credential source cannot be read or a changed
+// credential cannot be adopted.
+func (b *Backend) Degraded() []string {
+	st := b.Store.Status()
+	if !st.Failing {
+		return nil
+	}
+	reason := "credential source failing: " + st.LastError
+	if st.Current != nil && !st.Current.Expiry.IsZero() {
+		reason += fmt.Sprintf(" (current credential expires %s)", st.Current.Expiry.UTC().Format(time.RFC3339))
+	}
+	return []string{reason}
+}
+
 // BackendStatus is one backend in /v1/status.
 type BackendStatus struct {
 	Name       string       `json:"name"`
@@ -333,6 +348,7 @@ type BackendStatus struct {
 	Upstream   string       `json:"upstream"`
 	Ready      bool         `json:"ready"`
 	NotReady   []string     `json:"not_ready,omitempty"`
+	Degraded   []string     `json:"degraded,omitempty"`
 	Credential creds.Status `json:"credential"`
 	// TargetGeneration is the generation sessions are being moved to.
 	TargetGeneration   uint64           `json:"target_generation"`
@@ -365,6 +381,7 @@ func (b *Backend) Status() BackendStatus {
 		Upstream:   b.opts.Upstream,
 		Ready:      ready,
 		NotReady:   reasons,
+		Degraded:   b.Degraded(),
 		Credential: b.Store.Status(),
 		Sessions:   SessionCounts{ByGeneration: map[string]int{}},
 		BackendConnections: ConnectionCounts{

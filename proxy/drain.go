@@ -148,15 +148,24 @@ func (d *drainer) begin(gen *creds.Generation) {
 		d.deadline.Stop()
 	}
 	now := time.Now()
+	deadline := d.b.opts.DrainDeadline
+	// A leased credential (Vault dynamic secrets) is revoked when its lease
+	// ends: sessions must have moved before that.
+	if fb := d.b.Store.Fallback(); fb != nil && fb.Cred.LeaseID != "" && !fb.Cred.Expiry.IsZero() {
+		left := time.Until(fb.Cred.Expiry)
+		if byLease := left - max(left/10, time.Second); byLease < deadline {
+			deadline = max(byLease, 0)
+		}
+	}
 	d.st = DrainStatus{
 		Generation: gen.N,
 		StartedAt:  now,
-		Deadline:   now.Add(d.b.opts.DrainDeadline),
+		Deadline:   now.Add(deadline),
 		OnDeadline: d.b.opts.OnDeadline.String(),
 		Results:    map[string]int{},
 	}
 	d.warned = make(map[uint64]bool)
-	d.deadline = time.AfterFunc(d.b.opts.DrainDeadline, func() {
+	d.deadline = time.AfterFunc(deadline, func() {
 		select {
 		case d.expired <- struct{}{}:
 		default:

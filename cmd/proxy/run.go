@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/credswap/credswap/config"
+	"github.com/credswap/credswap/creds"
 	"github.com/credswap/credswap/internal/app"
 )
 
@@ -105,9 +106,15 @@ func runCheck(ctx context.Context, out interface{ Write([]byte) (int, error) }, 
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	var v *creds.Vault
+	if cfg.Vault.Enabled() {
+		if v, err = app.NewVault(cfg.Vault, zap.NewNop()); err != nil {
+			return err
+		}
+	}
 	failed := 0
 	for _, bc := range cfg.Backends {
-		if err := app.CheckBackend(ctx, bc); err != nil {
+		if err := app.CheckBackend(ctx, bc, v); err != nil {
 			failed++
 			fmt.Fprintf(out, "backend %s: FAIL: %v\n", bc.Name, err)
 			continue

@@ -39,6 +39,8 @@ type App struct {
 	reg      *prometheus.Registry
 	backends []*backend
 	loops    *postgres.Loops
+	vault    *creds.Vault
+	stopBg   context.CancelFunc
 	admin    *admin.Server
 	errs     chan error
 	wg       sync.WaitGroup
@@ -72,6 +74,15 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 		}
 	}()
 	metrics := proxy.NewMetrics(opts.Registry)
+	bgCtx, stopBg := context.WithCancel(context.WithoutCancel(ctx))
+	a.stopBg = stopBg
+	if cfg.Vault.Enabled() {
+		if a.vault, err = NewVault(cfg.Vault, a.log.Named("vault")); err != nil {
+			return nil, err
+		}
+		a.wg.Add(1)
+		go func() { defer a.wg.Done(); a.vault.Run(bgCtx) }()
+	}
 	// Relay loops (Linux): one per two CPUs, at least one. Elsewhere every
 	// session uses the goroutine relay.
 	if loops, lerr := postgres.NewLoops(max(1, runtime.GOMAXPROCS(0)/2), a.log.Named("relay")); lerr == nil {
@@ -119,12 +130,43 @@ func (a *App) goServe(what string, serve func() error) {
 // Errors delivers fatal serving errors (a listener that stopped accepting).
 func (a *App) Errors() <-chan error { return a.errs }
 
-func newSource(c config.Credential, log *zap.Logger) (creds.Source, error) {
+// NewVault builds the Vault client shared by the vault-kv and vault-db
+// sources.
+func NewVault(c config.Vault, log *zap.Logger) (*creds.Vault, error) {
+	return creds.NewVault(creds.VaultOptions{
+		Address:   c.Address,
+		CAFile:    c.CAFile,
+		Namespace: c.Namespace,
+		Timeout:   c.Timeout.D(),
+		Auth: creds.VaultAuth{
+			Method:       c.Auth.Method,
+			Token:        c.Auth.Token,
+			TokenFile:    c.Auth.Path,
+			Mount:        c.Auth.Mount,
+			RoleID:       c.Auth.RoleID,
+			SecretIDFile: c.Auth.SecretIDFile,
+		},
+		Logger: log,
+	})
+}
+
+func newSource(c config.Credential, v *creds.Vault, log *zap.Logger) (creds.Source, error) {
 	switch c.Source {
 	case "file":
 		return creds.NewFileSource(c.Path, creds.FileOptions{Logger: log}), nil
 	case "env":
 		return creds.NewEnvSource(c.UsernameEnv, c.PasswordEnv, nil), nil
+	case "vault-kv", "vault-db":
+		if v == nil {
+			return nil, fmt.Errorf("credential source %s needs the vault block", c.Source)
+		}
+		if c.Source == "vault-kv" {
+			return creds.NewVaultKVSource(v, c.Mount, c.Path, c.KVVersion, c.UsernameKey, c.PasswordKey), nil
+		}
+		if c.StaticRole != "" {
+			return creds.NewVaultStaticSource(v, c.Mount, c.StaticRole), nil
+		}
+		return creds.NewVaultDynamicSource(v, c.Mount, c.Role, log.Named("vault-db")), nil
 	}
 	return nil, fmt.Errorf("credential source %q is not supported", c.Source)
 }
@@ -153,7 +195,7 @@ func (a *App) startBackend(ctx context.Context, bc config.Backend, metrics *prox
 	if err != nil {
 		return nil, err
 	}
-	src, err := newSource(bc.Credential, log)
+	src, err := newSource(bc.Credential, a.vault, log)
 	if err != nil {
 		return nil, err
 	}
@@ -272,7 +314,7 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 			b.handler.SetUsers(users)
 		}
 		if !reflect.DeepEqual(nb.Credential, b.cfg.Credential) {
-			src, err := newSource(nb.Credential, a.log.With(zap.String("backend", nb.Name)))
+			src, err := newSource(nb.Credential, a.vault, a.log.With(zap.String("backend", nb.Name)))
 			if err == nil {
 				err = b.store.SetSource(ctx, src)
 			}
@@ -312,19 +354,22 @@ func (a *App) Shutdown(ctx context.Context) {
 		if a.loops != nil {
 			a.loops.Close()
 		}
+		if a.stopBg != nil {
+			a.stopBg()
+		}
 		a.wg.Wait()
 		a.log.Info("credswap stopped")
 	})
 }
 
 // CheckBackend reads the backend's credential source once and performs a
-// test login with it.
-func CheckBackend(ctx context.Context, bc config.Backend) error {
+// test login with it. v is the Vault client for vault sources (nil if none).
+func CheckBackend(ctx context.Context, bc config.Backend, v *creds.Vault) error {
 	dialer, err := NewDialer(bc)
 	if err != nil {
 		return err
 	}
-	src, err := newSource(bc.Credential, zap.NewNop())
+	src, err := newSource(bc.Credential, v, zap.NewNop())
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,261 @@
+package creds
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
+	"go.uber.org/zap"
+)
+
+// VaultAuth says how a Vault client logs in.
+type VaultAuth struct {
+	// Method is "token", "token_file" or "approle".
+	Method string
+	// Token is the token for method token.
+	Token string
+	// TokenFile is read for method token_file, again whenever it changes
+	// (a Vault Agent sink rewrites it).
+	TokenFile string
+	// Mount, RoleID and SecretIDFile configure method approle.
+	Mount        string
+	RoleID       string
+	SecretIDFile string
+}
+
+// VaultOptions configures a Vault client.
+type VaultOptions struct {
+	Address   string
+	CAFile    string
+	Namespace string
+	// Timeout bounds one request (default 10s).
+	Timeout time.Duration
+	Auth    VaultAuth
+	Logger  *zap.Logger
+}
+
+// Vault is a logged-in Vault client shared by the vault-kv and vault-db
+// sources of a process. It keeps its token usable: a token file is read
+// again when it changes; an AppRole token is renewed while Vault allows it
+// and replaced by a new login when it no longer can (or when Vault answers
+// 403). Every call takes a context. Safe for concurrent use.
+type Vault struct {
+	opts VaultOptions
+	log  *zap.Logger
+	api  *vault.Client
+
+	mu        sync.Mutex
+	token     string
+	tokenMod  time.Time // token file modification time last read
+	expires   time.Time // AppRole token expiry (zero: unknown or none)
+	lastLogin time.Time
+}
+
+// NewVault builds a client from explicit settings: no VAULT_* environment
+// variable (address, token, agent address, namespace, rate limit) changes
+// where or as whom it connects.
+func NewVault(opts VaultOptions) (*Vault, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = 10 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	cfg := vault.DefaultConfig()
+	if cfg.Error != nil {
+		return nil, fmt.Errorf("vault client: %w", cfg.Error)
+	}
+	cfg.Address = opts.Address
+	cfg.AgentAddress = ""
+	cfg.Timeout = opts.Timeout
+	cfg.MaxRetries = 0 // the Store retries with its own backoff
+	cfg.Limiter = nil
+	cfg.SRVLookup = false
+	tcfg := &vault.TLSConfig{CACert: opts.CAFile}
+	if err := cfg.ConfigureTLS(tcfg); err != nil {
+		return nil, fmt.Errorf("vault ca_file: %w", err)
+	}
+	if t, ok := cfg.HttpClient.Transport.(*http.Transport); ok && t.TLSClientConfig != nil {
+		t.TLSClientConfig.MinVersion = tls.VersionTLS12
+	}
+	c, err := vault.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("vault client: %w", err)
+	}
+	c.ClearToken()
+	c.ClearNamespace()
+	if opts.Namespace != "" {
+		c.SetNamespace(opts.Namespace)
+	}
+	v := &Vault{opts: opts, log: opts.Logger, api: c}
+	if opts.Auth.Method == "token" {
+		v.token = opts.Auth.Token
+		c.SetToken(opts.Auth.Token)
+	}
+	return v, nil
+}
+
+// client returns the API client with a token that should be valid.
+func (v *Vault) client(ctx context.Context) (*vault.Client, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	switch v.opts.Auth.Method {
+	case "token_file":
+		st, err := os.Stat(v.opts.Auth.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("vault token file: %w", err)
+		}
+		if v.token == "" || !st.ModTime().Equal(v.tokenMod) {
+			b, err := os.ReadFile(v.opts.Auth.TokenFile)
+			if err != nil {
+				return nil, fmt.Errorf("vault token file: %w", err)
+			}
+			tok := strings.TrimSpace(string(b))
+			if tok == "" {
+				return nil, errors.New("vault token file is empty")
+			}
+			if tok != v.token {
+				v.log.Info("vault token read from file", zap.String("path", v.opts.Auth.TokenFile))
+			}
+			v.token, v.tokenMod = tok, st.ModTime()
+			v.api.SetToken(tok)
+		}
+	case "approle":
+		// Log in again a little before the token expires.
+		if v.token == "" || (!v.expires.IsZero() && time.Until(v.expires) < v.opts.Timeout) {
+			if err := v.loginLocked(ctx); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return v.api, nil
+}
+
+// loginLocked logs in with AppRole. v.mu is held.
+func (v *Vault) loginLocked(ctx context.Context) error {
+	b, err := os.ReadFile(v.opts.Auth.SecretIDFile)
+	if err != nil {
+		return fmt.Errorf("vault approle secret_id_file: %w", err)
+	}
+	mount := v.opts.Auth.Mount
+	if mount == "" {
+		mount = "approle"
+	}
+	c, err := v.api.Clone() // a login must not send the stale token
+	if err != nil {
+		return err
+	}
+	c.ClearToken()
+	secret, err := c.Logical().WriteWithContext(ctx, "auth/"+mount+"/login", map[string]any{
+		"role_id":   v.opts.Auth.RoleID,
+		"secret_id": strings.TrimSpace(string(b)),
+	})
+	if err != nil {
+		return fmt.Errorf("vault approle login: %w", err)
+	}
+	if secret == nil || secret.Auth == nil || secret.Auth.ClientToken == "" {
+		return errors.New("vault approle login returned no token")
+	}
+	v.token = secret.Auth.ClientToken
+	v.api.SetToken(v.token)
+	v.lastLogin = time.Now()
+	v.expires = time.Time{}
+	if secret.Auth.LeaseDuration > 0 {
+		v.expires = time.Now().Add(time.Duration(secret.Auth.LeaseDuration) * time.Second)
+	}
+	v.log.Info("logged in to vault with approle", zap.Time("token_expires", v.expires))
+	return nil
+}
+
+// Run keeps an AppRole token alive by renewing it at half its lifetime
+// (logging in again when renewal fails or Vault no longer extends it)
+// until ctx ends. Other methods need no background work. Start it with
+// go v.Run(ctx).
+func (v *Vault) Run(ctx context.Context) {
+	if v.opts.Auth.Method != "approle" {
+		return
+	}
+	for {
+		v.mu.Lock()
+		exp := v.expires
+		v.mu.Unlock()
+		wait := time.Minute
+		if !exp.IsZero() {
+			wait = max(time.Until(exp)/2, time.Second)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		v.renewOrLogin(ctx)
+	}
+}
+
+func (v *Vault) renewOrLogin(ctx context.Context) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.token == "" {
+		if err := v.loginLocked(ctx); err != nil {
+			v.log.Warn("vault login failed", zap.Error(err))
+		}
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, v.opts.Timeout)
+	defer cancel()
+	secret, err := v.api.Auth().Token().RenewSelfWithContext(rctx, 0)
+	if err == nil && secret != nil && secret.Auth != nil {
+		newExp := time.Now().Add(time.Duration(secret.Auth.LeaseDuration) * time.Second)
+		if newExp.After(v.expires.Add(time.Second)) {
+			v.expires = newExp
+			return
+		}
+	}
+	// Not renewable any more (max TTL) or failed: log in again.
+	if err := v.loginLocked(rctx); err != nil {
+		v.log.Warn("vault login failed", zap.Error(err))
+	}
+}
+
+// read performs a logical read, logging in again once after a 403 from a
+// token that expired.
+func (v *Vault) read(ctx context.Context, path string) (*vault.Secret, error) {
+	c, err := v.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s, err := c.Logical().ReadWithContext(ctx, path)
+	var re *vault.ResponseError
+	if errors.As(err, &re) && re.StatusCode == http.StatusForbidden && v.opts.Auth.Method == "approle" {
+		v.mu.Lock()
+		lerr := v.loginLocked(ctx)
+		v.mu.Unlock()
+		if lerr != nil {
+			return nil, err
+		}
+		s, err = c.Logical().ReadWithContext(ctx, path)
+	}
+	return s, err
+}
+
+// stringField returns a string from a secret's data.
+func stringField(data map[string]any, key string) (string, error) {
+	raw, ok := data[key]
+	if !ok {
+		return "", fmt.Errorf("field %q missing", key)
+	}
+	s, ok := raw.(string)
+	if !ok {
+		return "", fmt.Errorf("field %q is not a string", key)
+	}
+	return s, nil
+}
