@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/credswap/credswap/bench/internal/benchkit"
 )
 
 // idleResult is the memory one proxy holds per idle client session.
@@ -26,14 +28,14 @@ type idleResult struct {
 // measureIdle opens n client sessions through t, runs one query on each so
 // that every session holds a backend connection, lets them sit idle and
 // reports the growth of the proxy's resident memory per session.
-func measureIdle(ctx context.Context, t *target, l login, addr string, n int) idleResult {
+func measureIdle(ctx context.Context, t *target, l benchkit.Login, addr string, n int) idleResult {
 	r := idleResult{target: t.name, sessions: n}
-	before, err := vmRSS(t.proc.pid)
+	before, err := vmRSS(t.proc.PID())
 	if err != nil {
 		r.err = err
 		return r
 	}
-	cfg, err := pgConnConfig(addr, l, benchDB)
+	cfg, err := benchkit.PgConnConfig(addr, l, benchDB, dialTimeout, appName)
 	if err != nil {
 		r.err = err
 		return r
@@ -63,13 +65,13 @@ func measureIdle(ctx context.Context, t *target, l login, addr string, n int) id
 		return r
 	case <-time.After(3 * time.Second):
 	}
-	after, err := vmRSS(t.proc.pid)
+	after, err := vmRSS(t.proc.PID())
 	if err != nil {
 		r.err = err
 		return r
 	}
 	r.rssPer = float64(after-before) / float64(n)
-	r.threads, _ = threadCount(t.proc.pid)
+	r.threads, _ = threadCount(t.proc.PID())
 	return r
 }
 

@@ -3,25 +3,24 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/credswap/credswap/bench/internal/benchkit"
 	"github.com/credswap/credswap/internal/testenv"
 )
+
+// tool is the command's directory under bench/ and its name in messages.
+const tool = "pgbench-compare"
 
 var allModes = []string{"simple", "extended", "prepared"}
 
@@ -40,12 +39,7 @@ type options struct {
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	o := options{args: args}
-	fs := flag.NewFlagSet("pgbench-compare", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: go run ./bench/pgbench-compare [flags]   (install pgbouncer first: scripts/deps.sh bench)")
-		fs.PrintDefaults()
-	}
+	fs := benchkit.NewFlagSet(tool, "usage: go run ./bench/pgbench-compare [flags]   (install pgbouncer first: scripts/deps.sh bench)", stderr)
 	fs.IntVar(&o.seconds, "T", 10, "`seconds` per pgbench run")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds over every mode, client count and target")
 	modes := fs.String("modes", strings.Join(allModes, ","), "pgbench protocol modes (-M), comma-separated")
@@ -54,11 +48,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.out, "out", "", "also write the markdown report to `FILE`")
 	fs.IntVar(&o.idle, "idle", 200, "idle sessions opened through each proxy to measure its memory per session (0: skip)")
 	targets := fs.String("targets", strings.Join(allTargets, ","), "targets, comma-separated: "+strings.Join(allTargets, ", "))
-	if err := fs.Parse(args); err != nil {
+	if err := benchkit.ParseFlags(fs, args); err != nil {
 		return o, err
-	}
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	var errs []error
 	if o.seconds < 1 {
@@ -77,7 +68,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.targets, err = parseList("-targets", *targets, allTargets); err != nil {
 		errs = append(errs, err)
 	}
-	for _, f := range splitList(*clients) {
+	for _, f := range benchkit.SplitList(*clients) {
 		n, err := strconv.Atoi(f)
 		if err != nil || n < 1 {
 			errs = append(errs, fmt.Errorf("-clients: %q is not a positive integer", f))
@@ -87,26 +78,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			o.clients = append(o.clients, n)
 		}
 	}
-	if len(splitList(*clients)) == 0 {
+	if len(benchkit.SplitList(*clients)) == 0 {
 		errs = append(errs, errors.New("-clients: empty"))
 	}
 	return o, errors.Join(errs...)
 }
 
-func splitList(s string) []string {
-	var out []string
-	for f := range strings.SplitSeq(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
 // parseList parses a comma-separated subset of allowed, without duplicates, keeping its order.
 func parseList(flagName, s string, allowed []string) ([]string, error) {
 	var out []string
-	for _, f := range splitList(s) {
+	for _, f := range benchkit.SplitList(s) {
 		if !slices.Contains(allowed, f) {
 			return nil, fmt.Errorf("%s: unknown %q (want some of %s)", flagName, f, strings.Join(allowed, ","))
 		}
@@ -122,35 +103,15 @@ func parseList(flagName, s string, allowed []string) ([]string, error) {
 
 func (o options) has(target string) bool { return slices.Contains(o.targets, target) }
 
-func main() { os.Exit(mainCode()) }
-
-func mainCode() int {
-	o, err := parseFlags(os.Args[1:], os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "pgbench-compare:", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	// After the first signal the benchmark cleans up; a second one gets the default action.
-	context.AfterFunc(ctx, stop)
-	if err := run(ctx, o, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "pgbench-compare:", err)
-		return 1
-	}
-	return 0
-}
+func main() { os.Exit(benchkit.Main(tool, parseFlags, run)) }
 
 // target is one thing pgbench connects to.
 type target struct {
 	name  string
-	env   []string // libpq environment
-	proc  *process // the proxy whose CPU is measured; nil for direct
-	addr  string   // where clients connect (proxies)
-	login login    // the login clients use (proxies)
+	env   []string          // libpq environment
+	proc  *benchkit.Process // the proxy whose CPU is measured; nil for direct
+	addr  string            // where clients connect (proxies)
+	login benchkit.Login    // the login clients use (proxies)
 }
 
 // run is the whole benchmark. Everything it starts is stopped and removed before it returns.
@@ -169,7 +130,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
 		return fmt.Errorf("the go command is not on PATH: %w", err)
 	}
 	if o.has(targetCredswap) {
-		if root, err = moduleRoot(ctx, goBin); err != nil {
+		if root, err = benchkit.ModuleRoot(ctx, goBin, tool); err != nil {
 			return err
 		}
 	}
@@ -178,15 +139,11 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
 		return err
 	}
 
-	dir, err := os.MkdirTemp("", "credswap-bench-")
+	dir, removeDir, err := benchkit.TempDir("credswap-bench-")
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if rerr := os.RemoveAll(dir); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("remove %s: %w", dir, rerr))
-		}
-	}()
+	defer func() { err = errors.Join(err, removeDir()) }()
 	// pgbouncer runs as another user and must reach its own directory inside.
 	if err := os.Chmod(dir, 0o711); err != nil {
 		return err
@@ -196,20 +153,14 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
 	if o.has(targetCredswap) {
 		bin = filepath.Join(dir, "credswap")
 		logf("building credswap (go build ./cmd/proxy in %s)", root)
-		if err := buildCredswap(ctx, goBin, root, bin); err != nil {
+		if err := benchkit.BuildCredswap(ctx, goBin, root, bin); err != nil {
 			return err
 		}
 	}
 
 	logf("starting PostgreSQL")
-	startCtx, cancel := context.WithTimeout(ctx, pgStartTimeout)
-	pg, err := testenv.StartPostgres(startCtx, testenv.PostgresOptions{})
-	cancel()
+	pg, err := benchkit.StartPostgres(ctx, testenv.PostgresOptions{}, "run scripts/deps.sh bench")
 	if err != nil {
-		var missing *testenv.MissingError
-		if errors.As(err, &missing) {
-			return fmt.Errorf("%w; run scripts/deps.sh bench", err)
-		}
 		return err
 	}
 	defer func() { err = errors.Join(err, pg.Stop()) }()
@@ -220,25 +171,29 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
 	}
 
 	targets := map[string]*target{
-		targetDirect: {name: targetDirect, env: libpqEnv(pg.Addr(), backend)},
+		targetDirect: {name: targetDirect, env: benchkit.LibpqEnv(pg.Addr(), backend, benchDB)},
 	}
 	if o.has(targetCredswap) {
-		cs, serr := startCredswap(ctx, dir, bin, pg.Addr(), backend)
+		// The local login differs from the backend one in its password only.
+		cs, serr := benchkit.StartCredswap(ctx, benchkit.CredswapOptions{
+			Bin: bin, Dir: dir, Upstream: pg.Addr(), ClientUser: backend.User, Credential: backend,
+			Config: credswapConfig, ReadyTimeout: readyTimeout, PollInterval: pollInterval,
+		})
 		if serr != nil {
 			return serr
 		}
-		defer func() { err = errors.Join(err, cs.proc.stop()) }()
-		logf("credswap (pid %d) on %s", cs.proc.pid, cs.addr)
-		targets[targetCredswap] = &target{name: targetCredswap, env: libpqEnv(cs.addr, cs.local), proc: cs.proc, addr: cs.addr, login: cs.local}
+		defer func() { err = errors.Join(err, cs.Proc.Stop()) }()
+		logf("credswap (pid %d) on %s", cs.Proc.PID(), cs.Addr)
+		targets[targetCredswap] = &target{name: targetCredswap, env: benchkit.LibpqEnv(cs.Addr, cs.Local, benchDB), proc: cs.Proc, addr: cs.Addr, login: cs.Local}
 	}
 	if o.has(targetPgbouncer) {
 		pb, serr := startPgbouncer(ctx, dir, pgbouncerBin, pg.Addr(), backend)
 		if serr != nil {
 			return serr
 		}
-		defer func() { err = errors.Join(err, pb.proc.stop()) }()
-		logf("pgbouncer (pid %d) on %s", pb.proc.pid, pb.addr)
-		targets[targetPgbouncer] = &target{name: targetPgbouncer, env: libpqEnv(pb.addr, backend), proc: pb.proc, addr: pb.addr, login: backend}
+		defer func() { err = errors.Join(err, pb.proc.Stop()) }()
+		logf("pgbouncer (pid %d) on %s", pb.proc.PID(), pb.addr)
+		targets[targetPgbouncer] = &target{name: targetPgbouncer, env: benchkit.LibpqEnv(pb.addr, backend, benchDB), proc: pb.proc, addr: pb.addr, login: backend}
 	}
 
 	h := describe(ctx, started, o, clk, pg, goBin, pgbouncerBin)
@@ -278,7 +233,7 @@ runs:
 	}
 
 	interrupted := ctx.Err() != nil
-	h.loadEnd = loadAverage()
+	h.LoadEnd = benchkit.LoadAverage()
 	report := renderReport(h, o, r, interrupted)
 	if len(idle) > 0 {
 		report += renderIdle(idle)
@@ -300,12 +255,12 @@ func measure(ctx context.Context, pgbench string, t *target, mode string, client
 	var before uint64
 	var cpuErr error
 	if t.proc != nil {
-		before, cpuErr = cpuTicks(t.proc.pid)
+		before, cpuErr = cpuTicks(t.proc.PID())
 	}
 	res, err := runPgbench(ctx, pgbench, t.env, pgbenchArgs(mode, clients, seconds), time.Duration(seconds)*time.Second+pgbenchGrace)
 	if t.proc != nil {
-		if gone, werr := t.proc.exited(); gone {
-			return sample{err: errors.Join(err, fmt.Errorf("%s exited (%v); log:\n%s", t.name, werr, indent(t.proc.logTail())))}
+		if gone, werr := t.proc.Exited(); gone {
+			return sample{err: errors.Join(err, fmt.Errorf("%s exited (%v); log:\n%s", t.name, werr, benchkit.Indent(t.proc.LogTail())))}
 		}
 	}
 	if err != nil {
@@ -313,7 +268,7 @@ func measure(ctx context.Context, pgbench string, t *target, mode string, client
 	}
 	s := sample{res: res}
 	if t.proc != nil && cpuErr == nil {
-		after, err := cpuTicks(t.proc.pid)
+		after, err := cpuTicks(t.proc.PID())
 		if err == nil && after >= before {
 			s.cpuUS = float64(after-before) / float64(clk) * 1e6 / float64(res.Txns)
 			s.hasCPU = true
@@ -343,70 +298,9 @@ func rotate(xs []string, k int) []string {
 // describe collects the report header. Versions that cannot be read are shown as such rather
 // than failing the benchmark.
 func describe(ctx context.Context, started time.Time, o options, clk int, pg *testenv.Postgres, goBin, pgbouncerBin string) header {
-	h := header{
-		date:      started,
-		cpu:       cpuModel(),
-		cores:     runtime.NumCPU(),
-		kernel:    firstLine(ctx, "uname", "-r"),
-		goVersion: firstLine(ctx, goBin, "env", "GOVERSION"),
-		postgres:  firstLine(ctx, pg.Bin("postgres"), "--version"),
-		pgbench:   firstLine(ctx, pg.Bin("pgbench"), "--version"),
-		command:   commandLine(o.args),
-		clkTck:    clk,
-		loadStart: loadAverage(),
-	}
+	h := header{Header: benchkit.Describe(ctx, started, tool, o.args, goBin, pg), clkTck: clk}
 	if pgbouncerBin != "" {
-		h.pgbouncer = firstLine(ctx, pgbouncerBin, "--version")
+		h.pgbouncer = benchkit.FirstLine(ctx, pgbouncerBin, "--version")
 	}
 	return h
-}
-
-// firstLine returns the first line of a program's output, or why there is none.
-func firstLine(ctx context.Context, name string, args ...string) string {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, name, args...).Output()
-	if err != nil {
-		return fmt.Sprintf("(%s: %v)", filepath.Base(name), err)
-	}
-	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
-	return strings.TrimSpace(line)
-}
-
-// loadAverage returns the 1, 5 and 15 minute load averages from /proc/loadavg: other work on
-// the machine during the benchmark shows there.
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
-		return strings.Join(f[:3], " ")
-	}
-	return "unknown"
-}
-
-// cpuModel returns the first "model name" of /proc/cpuinfo.
-func cpuModel() string {
-	f, err := os.Open("/proc/cpuinfo")
-	if err != nil {
-		return "unknown CPU"
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.Join(strings.Fields(v), " ")
-		}
-	}
-	return "unknown CPU"
-}
-
-// commandLine is how the benchmark was invoked, as a shell command.
-func commandLine(args []string) string {
-	parts := []string{"go run ./bench/pgbench-compare"}
-	for _, a := range args {
-		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`*?[]{}()<>|&;#~") {
-			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		}
-		parts = append(parts, a)
-	}
-	return strings.Join(parts, " ")
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/credswap/credswap/bench/internal/benchkit"
 	"github.com/credswap/credswap/internal/testenv"
 )
 
@@ -87,16 +88,11 @@ func runPgbench(ctx context.Context, bin string, env []string, args []string, ti
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			err = fmt.Errorf("%w (%v)", ctxErr, err)
 		}
-		return pgbenchResult{}, fmt.Errorf("pgbench %s: %w\n%s", strings.Join(args, " "), err, indent(lastLines(string(out), 8)))
+		return pgbenchResult{}, fmt.Errorf("pgbench %s: %w\n%s", strings.Join(args, " "), err, benchkit.Indent(benchkit.LastLines(string(out), 8)))
 	}
 	r, err := parsePgbench(string(out))
 	if err != nil {
-		return r, fmt.Errorf("pgbench %s: %w\n%s", strings.Join(args, " "), err, indent(lastLines(string(out), 8)))
+		return r, fmt.Errorf("pgbench %s: %w\n%s", strings.Join(args, " "), err, benchkit.Indent(benchkit.LastLines(string(out), 8)))
 	}
 	return r, nil
-}
-
-// indent prefixes every line of s with four spaces.
-func indent(s string) string {
-	return "    " + strings.ReplaceAll(s, "\n", "\n    ")
 }

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -14,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/credswap/credswap/bench/internal/benchkit"
 )
 
 // debianPgbouncer is where the Debian package installs pgbouncer (not on a non-root PATH).
@@ -60,7 +61,7 @@ default_pool_size = 256
 
 // pgbouncerTarget is a running pgbouncer and where clients log in.
 type pgbouncerTarget struct {
-	proc *process
+	proc *benchkit.Process
 	addr string
 }
 
@@ -68,7 +69,7 @@ type pgbouncerTarget struct {
 // runs bin in the foreground on a free loopback port, then waits until l can log in through it.
 // pgbouncer refuses to run as root: as root it runs as the "postgres" OS user (the one testenv
 // runs the server as), which then owns its directory.
-func startPgbouncer(ctx context.Context, dir, bin, upstream string, l login) (*pgbouncerTarget, error) {
+func startPgbouncer(ctx context.Context, dir, bin, upstream string, l benchkit.Login) (*pgbouncerTarget, error) {
 	pdir := filepath.Join(dir, "pgbouncer")
 	if err := os.Mkdir(pdir, 0o700); err != nil {
 		return nil, err
@@ -77,7 +78,7 @@ func startPgbouncer(ctx context.Context, dir, bin, upstream string, l login) (*p
 	if err := os.WriteFile(authFile, []byte(strconv.Quote(l.User)+" "+strconv.Quote(l.Password)+"\n"), 0o600); err != nil {
 		return nil, err
 	}
-	listen, err := freeAddr()
+	listen, err := benchkit.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -96,12 +97,12 @@ func startPgbouncer(ctx context.Context, dir, bin, upstream string, l login) (*p
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	}
 	// The log is written by the benchmark (a pipe), so it may live outside pdir.
-	proc, err := startProcess("pgbouncer", cmd, filepath.Join(dir, "pgbouncer.log"))
+	proc, err := benchkit.StartProcess("pgbouncer", cmd, filepath.Join(dir, "pgbouncer.log"))
 	if err != nil {
 		return nil, err
 	}
 	if err := waitLogin(ctx, proc, listen, l); err != nil {
-		return nil, joinStop(err, proc)
+		return nil, benchkit.JoinStop(err, proc)
 	}
 	return &pgbouncerTarget{proc: proc, addr: listen}, nil
 }
@@ -131,14 +132,4 @@ func unprivileged(dir string) (*syscall.Credential, error) {
 		return nil, fmt.Errorf("hand %s to user postgres: %w", dir, err)
 	}
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
-}
-
-// joinStop stops p after a failed start and adds the stop error to err, unless p had already
-// exited (err then says so).
-func joinStop(err error, p *process) error {
-	if gone, _ := p.exited(); gone {
-		_ = p.stop()
-		return err
-	}
-	return errors.Join(err, p.stop())
 }

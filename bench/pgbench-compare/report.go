@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
+
+	"github.com/credswap/credswap/bench/internal/benchkit"
 )
 
 // Target names, in the order the report's columns show them.
@@ -87,35 +88,26 @@ func median(xs []float64) float64 {
 
 // header describes the run: when, where, with what.
 type header struct {
-	date      time.Time
-	cpu       string
-	cores     int
-	kernel    string
-	goVersion string
-	postgres  string
+	benchkit.Header
 	pgbouncer string // empty if pgbouncer was not a target
-	pgbench   string
-	command   string
 	clkTck    int
-	loadStart string // /proc/loadavg before the runs
-	loadEnd   string // and after
 }
 
 // renderReport returns the markdown report: the header block, the table of medians and, if any
 // run failed, the failures.
 func renderReport(h header, o options, r *results, interrupted bool) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "- **Date:** %s\n", h.date.UTC().Format("2006-01-02 15:04 UTC"))
-	fmt.Fprintf(&b, "- **Machine:** %s, %d cores, Linux %s\n", h.cpu, h.cores, h.kernel)
-	fmt.Fprintf(&b, "- **Versions:** Go %s; %s; %s", strings.TrimPrefix(h.goVersion, "go"), h.postgres, h.pgbench)
+	fmt.Fprintf(&b, "- **Date:** %s\n", h.Date.UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(&b, "- **Machine:** %s, %d cores, Linux %s\n", h.CPU, h.Cores, h.Kernel)
+	fmt.Fprintf(&b, "- **Versions:** Go %s; %s; %s", strings.TrimPrefix(h.GoVersion, "go"), h.Postgres, h.Pgbench)
 	if h.pgbouncer != "" {
 		fmt.Fprintf(&b, "; %s", h.pgbouncer)
 	}
 	b.WriteString("\n")
-	fmt.Fprintf(&b, "- **Command:** `%s`\n", h.command)
+	fmt.Fprintf(&b, "- **Command:** `%s`\n", h.Command)
 	fmt.Fprintf(&b, "- **Runs:** rounds: %d, %d s per run; within a round the targets run back to back for each mode and client count, in an order rotated every round; medians shown\n",
 		o.rounds, o.seconds)
-	fmt.Fprintf(&b, "- **Load average (1/5/15 min):** %s at start, %s at end\n", h.loadStart, h.loadEnd)
+	fmt.Fprintf(&b, "- **Load average (1/5/15 min):** %s at start, %s at end\n", h.LoadStart, h.LoadEnd)
 	fmt.Fprintf(&b, "- **Workload:** `pgbench -S -n -T %d -c N -j min(N,2) -M MODE`, scale %d, over TCP on 127.0.0.1 without TLS; proxy CPU is utime+stime of the proxy process over each run (CLK_TCK %d) per transaction\n",
 		o.seconds, o.scale, h.clkTck)
 	if interrupted {
@@ -189,7 +181,7 @@ func renderReport(h header, o options, r *results, interrupted bool) string {
 					for _, s := range r.runs[cell{mode, clients, t}] {
 						if s.round == round && s.err != nil {
 							failures = append(failures, fmt.Sprintf("- round %d, -M %s -c %d, %s:\n\n  ```\n%s\n  ```\n",
-								round, mode, clients, t, indentWith(lastLines(s.err.Error(), 12), "  ")))
+								round, mode, clients, t, benchkit.IndentWith(benchkit.LastLines(s.err.Error(), 12), "  ")))
 						}
 					}
 				}
@@ -215,9 +207,4 @@ func tpsCell(s summary) string {
 	default:
 		return fmt.Sprintf("%.0f", s.tps)
 	}
-}
-
-// indentWith prefixes every line of s with prefix.
-func indentWith(s, prefix string) string {
-	return prefix + strings.ReplaceAll(s, "\n", "\n"+prefix)
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command swapbench measures credswap's live credential swap: what moving one session to a new
 // backend connection costs, and what a rotation does to the latency of a loaded proxy.
 //

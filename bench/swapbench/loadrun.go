@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -13,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/credswap/credswap/bench/internal/benchkit"
 	"github.com/credswap/credswap/internal/testenv"
 )
 
@@ -66,7 +69,7 @@ func (b *bench) runLoad(ctx context.Context) (*loadRun, error) {
 
 	runCtx, cancel := context.WithTimeout(ctx, pgbenchStartTimeout+time.Duration(b.o.seconds)*time.Second+pgbenchGrace)
 	defer cancel()
-	cmd := testenv.Command(runCtx, b.pg.Bin("pgbench"), libpqEnv(b.cs.addr, b.cs.local), res.args...)
+	cmd := testenv.Command(runCtx, b.pg.Bin("pgbench"), benchkit.LibpqEnv(b.cs.Addr, b.cs.Local, benchDB), res.args...)
 	cmd.Dir = logDir
 	cmd.WaitDelay = 5 * time.Second
 	var stdout bytes.Buffer
@@ -120,7 +123,7 @@ func (b *bench) runLoad(ctx context.Context) (*loadRun, error) {
 		done = true
 	case <-runCtx.Done():
 		<-exited
-		return nil, fmt.Errorf("pgbench: no progress line: %w\n%s", context.Cause(runCtx), indent(lastLines(stderrText(), 10)))
+		return nil, fmt.Errorf("pgbench: no progress line: %w\n%s", context.Cause(runCtx), benchkit.Indent(benchkit.LastLines(stderrText(), 10)))
 	}
 	if !done {
 		b.logf("  pgbench run started at %s", res.t0.UTC().Format("15:04:05.000"))
@@ -162,7 +165,7 @@ func (b *bench) runLoad(ctx context.Context) (*loadRun, error) {
 	res.aborted = abortedClients(res.stderr)
 	res.summary, res.summErr = parsePgbenchSummary(stdout.String())
 	if res.t0.IsZero() {
-		return nil, fmt.Errorf("pgbench exited before its first progress line (%v):\n%s", exitErr, indent(lastLines(stdout.String()+res.stderr, 15)))
+		return nil, fmt.Errorf("pgbench exited before its first progress line (%v):\n%s", exitErr, benchkit.Indent(benchkit.LastLines(stdout.String()+res.stderr, 15)))
 	}
 
 	files, err := filepath.Glob(prefix + ".*")

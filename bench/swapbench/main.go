@@ -1,23 +1,26 @@
+//go:build linux
+
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/credswap/credswap/bench/internal/benchkit"
 	"github.com/credswap/credswap/internal/testenv"
 )
+
+// tool is the command's directory under bench/ and its name in messages.
+const tool = "swapbench"
 
 const (
 	partSwitch = "switch"
@@ -43,12 +46,7 @@ type options struct {
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	o := options{args: args}
-	fs := flag.NewFlagSet("swapbench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: go run ./bench/swapbench [flags]")
-		fs.PrintDefaults()
-	}
+	fs := benchkit.NewFlagSet(tool, "usage: go run ./bench/swapbench [flags]", stderr)
 	fs.IntVar(&o.k, "k", 200, "idle sessions whose switches are timed (part 1)")
 	fs.IntVar(&o.r, "r", 5, "rotations over the idle sessions (part 1)")
 	fs.IntVar(&o.seconds, "T", 60, "`seconds` of the pgbench run (part 2)")
@@ -59,11 +57,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.out, "out", "", "output `dir` for the report, the per-second CSV and the credswap log (default: a new swapbench-* dir under $TMPDIR, kept)")
 	fs.StringVar(&o.png, "png", "bench/swap-latency.png", "plot `file` (relative paths are relative to the module root); empty for no plot")
 	parts := fs.String("parts", strings.Join(allParts, ","), "parts to run, comma-separated: switch (idle sessions), load (pgbench)")
-	if err := fs.Parse(args); err != nil {
+	if err := benchkit.ParseFlags(fs, args); err != nil {
 		return o, err
-	}
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	var errs []error
 	for _, c := range []struct {
@@ -77,7 +72,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.threads > o.clients {
 		errs = append(errs, fmt.Errorf("-threads %d: more than -clients %d", o.threads, o.clients))
 	}
-	for _, f := range splitList(*rotateAt) {
+	for _, f := range benchkit.SplitList(*rotateAt) {
 		n, err := strconv.Atoi(f)
 		if err != nil || n < 1 || n >= o.seconds {
 			errs = append(errs, fmt.Errorf("-rotate-at: %q is not a whole second between 1 and -T %d", f, o.seconds))
@@ -89,7 +84,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		}
 		o.rotateAt = append(o.rotateAt, n)
 	}
-	for _, f := range splitList(*parts) {
+	for _, f := range benchkit.SplitList(*parts) {
 		if !slices.Contains(allParts, f) {
 			errs = append(errs, fmt.Errorf("-parts: unknown %q (want some of %s)", f, strings.Join(allParts, ",")))
 		} else if !slices.Contains(o.parts, f) {
@@ -102,39 +97,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	return o, errors.Join(errs...)
 }
 
-func splitList(s string) []string {
-	var out []string
-	for f := range strings.SplitSeq(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
 func (o options) has(part string) bool { return slices.Contains(o.parts, part) }
 
-func main() { os.Exit(mainCode()) }
-
-func mainCode() int {
-	o, err := parseFlags(os.Args[1:], os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "swapbench:", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	// After the first signal the benchmark cleans up; a second one gets the default action.
-	context.AfterFunc(ctx, stop)
-	if err := run(ctx, o, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "swapbench:", err)
-		return 1
-	}
-	return 0
-}
+func main() { os.Exit(benchkit.Main(tool, parseFlags, run)) }
 
 // run is the whole benchmark. Everything it starts is stopped and its temp dir removed before
 // it returns; the output dir stays.
@@ -146,7 +111,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
 	if err != nil {
 		return fmt.Errorf("the go command is not on PATH: %w", err)
 	}
-	root, err := moduleRoot(ctx, goBin)
+	root, err := benchkit.ModuleRoot(ctx, goBin, tool)
 	if err != nil {
 		return err
 	}
@@ -167,35 +132,25 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
 	} else if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return err
 	}
-	work, err := os.MkdirTemp("", "credswap-swapbench-")
+	work, removeWork, err := benchkit.TempDir("credswap-swapbench-")
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if rerr := os.RemoveAll(work); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("remove %s: %w", work, rerr))
-		}
-	}()
+	defer func() { err = errors.Join(err, removeWork()) }()
 
 	bin := filepath.Join(work, "credswap")
 	code := codeVersion(ctx, root) // what the build below sees
 	logf("building credswap (go build ./cmd/proxy in %s: %s)", root, code)
-	if err := buildCredswap(ctx, goBin, root, bin); err != nil {
+	if err := benchkit.BuildCredswap(ctx, goBin, root, bin); err != nil {
 		return err
 	}
 
 	logf("starting PostgreSQL")
-	startCtx, cancel := context.WithTimeout(ctx, pgStartTimeout)
 	// Part 1 holds K sessions on the old generation and K warm ones on the new one at once.
-	pg, err := testenv.StartPostgres(startCtx, testenv.PostgresOptions{
+	pg, err := benchkit.StartPostgres(ctx, testenv.PostgresOptions{
 		ExtraConfig: []string{fmt.Sprintf("max_connections = %d", max(300, 2*o.k+2*o.clients+50))},
-	})
-	cancel()
+	}, "run scripts/deps.sh")
 	if err != nil {
-		var missing *testenv.MissingError
-		if errors.As(err, &missing) {
-			return fmt.Errorf("%w; run scripts/deps.sh", err)
-		}
 		return err
 	}
 	defer func() { err = errors.Join(err, pg.Stop()) }()
@@ -210,23 +165,26 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
 		return err
 	}
 
-	cs, err := startCredswap(ctx, work, bin, pg.Addr(), first)
+	cs, err := benchkit.StartCredswap(ctx, benchkit.CredswapOptions{
+		Bin: bin, Dir: work, Upstream: pg.Addr(), ClientUser: clientUser, Credential: first,
+		Config: credswapConfig, ReadyTimeout: readyTimeout, PollInterval: pollInterval, JoinStop: joinStop,
+	})
 	if err != nil {
 		return err
 	}
 	// The proxy is stopped and its log copied to the output dir at the end, whatever happened.
 	defer func() {
-		err = errors.Join(err, cs.proc.stop(), copyFile(cs.logFile, filepath.Join(outDir, "credswap.log")))
+		err = errors.Join(err, cs.Proc.Stop(), copyFile(cs.Proc.LogFile(), filepath.Join(outDir, "credswap.log")))
 	}()
-	logf("credswap (pid %d) on %s, admin on %s", cs.proc.pid, cs.addr, cs.adminAddr)
+	logf("credswap (pid %d) on %s, admin on %s", cs.Proc.PID(), cs.Addr, cs.AdminAddr)
 
 	b := &bench{
 		o:     o,
 		logf:  logf,
 		pg:    pg,
 		cs:    cs,
-		admin: newAdminClient(cs.adminAddr),
-		rot:   &rotator{db: db, credFile: cs.credFile, current: first, gen: 1},
+		admin: newAdminClient(cs.AdminAddr),
+		rot:   &rotator{db: db, credFile: cs.CredFile, current: first, gen: 1},
 		work:  work,
 	}
 	h := describe(ctx, started, o, pg, goBin, code)
@@ -244,11 +202,11 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
 			return err
 		}
 	}
-	cl, err := readCredswapLog(cs.logFile)
+	cl, err := readCredswapLog(cs.Proc.LogFile())
 	if err != nil {
 		return err
 	}
-	h.loadEnd = loadAverage()
+	h.LoadEnd = benchkit.LoadAverage()
 
 	var plotNote string
 	if ld != nil {
@@ -283,7 +241,7 @@ type bench struct {
 	o     options
 	logf  func(format string, args ...any)
 	pg    *testenv.Postgres
-	cs    *credswapTarget
+	cs    *benchkit.Credswap
 	admin *adminClient
 	rot   *rotator
 	work  string // temp dir, removed at the end
@@ -324,8 +282,8 @@ func (b *bench) waitDrained(ctx context.Context, gen uint64, timeout time.Durati
 			return st, time.Now(), nil
 		}
 		select {
-		case <-b.cs.proc.done:
-			return st, time.Time{}, fmt.Errorf("credswap exited during the drain to generation %d (%v); log:\n%s", gen, b.cs.proc.waitErr, indent(b.cs.proc.logTail()))
+		case <-b.cs.Proc.Done():
+			return st, time.Time{}, fmt.Errorf("credswap exited during the drain to generation %d (%v); log:\n%s", gen, b.cs.Proc.WaitErr(), benchkit.Indent(b.cs.Proc.LogTail()))
 		case <-ctx.Done():
 			if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
 				return st, time.Time{}, fmt.Errorf("drain to generation %d not complete within %v (last status: %s)", gen, timeout, describeStatus(st, lastErr))

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -11,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/credswap/credswap/bench/internal/benchkit"
 )
 
 // Messages of credswap's log that the benchmark reads (proxy/postgres/switch.go,
@@ -72,12 +76,12 @@ func parseCredswapLog(r io.Reader) (credswapLog, error) {
 		switch l.Msg {
 		case msgSwitched:
 			if l.Generation == nil || l.Took == nil {
-				return out, fmt.Errorf("credswap log line %d: %q without generation or took: %s", n, l.Msg, truncate(string(line), 200))
+				return out, fmt.Errorf("credswap log line %d: %q without generation or took: %s", n, l.Msg, benchkit.Truncate(string(line), 200))
 			}
 			out.switches = append(out.switches, switchEvent{gen: *l.Generation, took: seconds(*l.Took)})
 		case msgDraining:
 			if l.Generation == nil || l.Warmed == nil || l.WarmTime == nil {
-				return out, fmt.Errorf("credswap log line %d: %q without generation, warmed or warm_time: %s", n, l.Msg, truncate(string(line), 200))
+				return out, fmt.Errorf("credswap log line %d: %q without generation, warmed or warm_time: %s", n, l.Msg, benchkit.Truncate(string(line), 200))
 			}
 			out.drains = append(out.drains, drainEvent{gen: *l.Generation, warmed: *l.Warmed, warmTime: seconds(*l.WarmTime)})
 		}
@@ -140,15 +144,15 @@ type txn struct {
 func parsePgbenchLogLine(line string) (txn, error) {
 	f := strings.Fields(line)
 	if len(f) < 6 || len(f) > 8 {
-		return txn{}, fmt.Errorf("pgbench log line %q: %d fields, want 6 to 8", truncate(line, 80), len(f))
+		return txn{}, fmt.Errorf("pgbench log line %q: %d fields, want 6 to 8", benchkit.Truncate(line, 80), len(f))
 	}
 	var t txn
 	var err error
 	if t.client, err = strconv.Atoi(f[0]); err != nil || t.client < 0 {
-		return txn{}, fmt.Errorf("pgbench log line %q: client_id %q is not a number", truncate(line, 80), f[0])
+		return txn{}, fmt.Errorf("pgbench log line %q: client_id %q is not a number", benchkit.Truncate(line, 80), f[0])
 	}
 	if _, err := strconv.ParseInt(f[1], 10, 64); err != nil {
-		return txn{}, fmt.Errorf("pgbench log line %q: transaction_no %q is not a number", truncate(line, 80), f[1])
+		return txn{}, fmt.Errorf("pgbench log line %q: transaction_no %q is not a number", benchkit.Truncate(line, 80), f[1])
 	}
 	switch f[2] {
 	case "failed", "serialization", "deadlock":
@@ -158,17 +162,17 @@ func parsePgbenchLogLine(line string) (txn, error) {
 	default:
 		us, err := strconv.ParseInt(f[2], 10, 64)
 		if err != nil || us < 0 {
-			return txn{}, fmt.Errorf("pgbench log line %q: time %q is neither microseconds nor failed/skipped", truncate(line, 80), f[2])
+			return txn{}, fmt.Errorf("pgbench log line %q: time %q is neither microseconds nor failed/skipped", benchkit.Truncate(line, 80), f[2])
 		}
 		t.latency = time.Duration(us) * time.Microsecond
 	}
 	epoch, err := strconv.ParseInt(f[4], 10, 64)
 	if err != nil {
-		return txn{}, fmt.Errorf("pgbench log line %q: time_epoch %q is not a number", truncate(line, 80), f[4])
+		return txn{}, fmt.Errorf("pgbench log line %q: time_epoch %q is not a number", benchkit.Truncate(line, 80), f[4])
 	}
 	us, err := strconv.ParseInt(f[5], 10, 64)
 	if err != nil || us < 0 || us >= 1e6 {
-		return txn{}, fmt.Errorf("pgbench log line %q: time_us %q is not a microsecond count below 1e6", truncate(line, 80), f[5])
+		return txn{}, fmt.Errorf("pgbench log line %q: time_us %q is not a microsecond count below 1e6", benchkit.Truncate(line, 80), f[5])
 	}
 	t.end = time.Unix(epoch, us*1000)
 	return t, nil

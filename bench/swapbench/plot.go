@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -7,6 +9,8 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/credswap/credswap/bench/internal/benchkit"
 )
 
 // gnuplotInstall is how to get gnuplot on Debian and Ubuntu.
@@ -71,7 +75,7 @@ func plot(ctx context.Context, gnuplot, csvFile, pngFile string, o options, r lo
 	cmd := exec.CommandContext(ctx, gnuplot)
 	cmd.Stdin = strings.NewReader(plotScript(csvFile, pngFile, o, r))
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("gnuplot: %w\n%s", err, indent(lastLines(string(out), 10)))
+		return fmt.Errorf("gnuplot: %w\n%s", err, benchkit.Indent(benchkit.LastLines(string(out), 10)))
 	}
 	return nil
 }

@@ -1,16 +1,15 @@
+//go:build linux
+
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
+	"github.com/credswap/credswap/bench/internal/benchkit"
 	"github.com/credswap/credswap/internal/testenv"
 )
 
@@ -22,34 +21,14 @@ const (
 
 // header describes the run: when, where, with what.
 type header struct {
-	date      time.Time
-	cpu       string
-	cores     int
-	kernel    string
-	goVersion string
-	postgres  string
-	pgbench   string
-	command   string
-	code      string // the commit credswap was built from, and uncommitted changes
-	loadStart string // /proc/loadavg before the runs
-	loadEnd   string // and after
+	benchkit.Header
+	code string // the commit credswap was built from, and uncommitted changes
 }
 
 // describe collects the report header. Versions that cannot be read are shown as such rather
 // than failing the benchmark.
 func describe(ctx context.Context, started time.Time, o options, pg *testenv.Postgres, goBin, code string) header {
-	return header{
-		code:      code,
-		date:      started,
-		cpu:       cpuModel(),
-		cores:     runtime.NumCPU(),
-		kernel:    firstLine(ctx, "uname", "-r"),
-		goVersion: firstLine(ctx, goBin, "env", "GOVERSION"),
-		postgres:  firstLine(ctx, pg.Bin("postgres"), "--version"),
-		pgbench:   firstLine(ctx, pg.Bin("pgbench"), "--version"),
-		command:   commandLine(o.args),
-		loadStart: loadAverage(),
-	}
+	return header{Header: benchkit.Describe(ctx, started, tool, o.args, goBin, pg), code: code}
 }
 
 // codeVersion names the commit of the working tree at root and the files that differ from it
@@ -78,66 +57,16 @@ func codeVersion(ctx context.Context, root string) string {
 	return fmt.Sprintf("commit %s plus uncommitted changes to %s", strings.TrimSpace(string(commit)), strings.Join(changed, ", "))
 }
 
-// firstLine returns the first line of a program's output, or why there is none.
-func firstLine(ctx context.Context, name string, args ...string) string {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, name, args...).Output()
-	if err != nil {
-		return fmt.Sprintf("(%s: %v)", filepath.Base(name), err)
-	}
-	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
-	return strings.TrimSpace(line)
-}
-
-// loadAverage returns the 1, 5 and 15 minute load averages from /proc/loadavg: other work on
-// the machine during the benchmark shows there.
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
-		return strings.Join(f[:3], " ")
-	}
-	return "unknown"
-}
-
-// cpuModel returns the first "model name" of /proc/cpuinfo.
-func cpuModel() string {
-	f, err := os.Open("/proc/cpuinfo")
-	if err != nil {
-		return "unknown CPU"
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.Join(strings.Fields(v), " ")
-		}
-	}
-	return "unknown CPU"
-}
-
-// commandLine is how the benchmark was invoked, as a shell command.
-func commandLine(args []string) string {
-	parts := []string{"go run ./bench/swapbench"}
-	for _, a := range args {
-		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`*?[]{}()<>|&;#~") {
-			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		}
-		parts = append(parts, a)
-	}
-	return strings.Join(parts, " ")
-}
-
 // renderReport returns the markdown report.
 func renderReport(h header, o options, sw *switchResult, ld *loadRun, cl credswapLog, plotNote string) string {
 	var b strings.Builder
 	b.WriteString("### Results\n\n")
-	fmt.Fprintf(&b, "- **Date:** %s\n", h.date.UTC().Format("2006-01-02 15:04 UTC"))
-	fmt.Fprintf(&b, "- **Machine:** %s, %d cores, Linux %s\n", h.cpu, h.cores, h.kernel)
-	fmt.Fprintf(&b, "- **Versions:** Go %s; %s; %s\n", strings.TrimPrefix(h.goVersion, "go"), h.postgres, h.pgbench)
-	fmt.Fprintf(&b, "- **Command:** `%s`\n", h.command)
+	fmt.Fprintf(&b, "- **Date:** %s\n", h.Date.UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(&b, "- **Machine:** %s, %d cores, Linux %s\n", h.CPU, h.Cores, h.Kernel)
+	fmt.Fprintf(&b, "- **Versions:** Go %s; %s; %s\n", strings.TrimPrefix(h.GoVersion, "go"), h.Postgres, h.Pgbench)
+	fmt.Fprintf(&b, "- **Command:** `%s`\n", h.Command)
 	fmt.Fprintf(&b, "- **Code:** %s\n", h.code)
-	fmt.Fprintf(&b, "- **Load average (1/5/15 min):** %s at start, %s at end\n", h.loadStart, h.loadEnd)
+	fmt.Fprintf(&b, "- **Load average (1/5/15 min):** %s at start, %s at end\n", h.LoadStart, h.LoadEnd)
 	fmt.Fprintf(&b, "- **Rotation:** `ALTER ROLE <other user> PASSWORD '<random>'` as superuser, then the credential file replaced by rename; users %s and %s alternate (both members of %s, which owns the tables)\n",
 		backendUsers[0], backendUsers[1], ownerRole)
 	if sw != nil {
@@ -154,7 +83,7 @@ func renderReport(h header, o options, sw *switchResult, ld *loadRun, cl credswa
 	if len(cl.warnings) > 0 {
 		fmt.Fprintf(&b, "\ncredswap logged %d warnings or errors; the first:\n\n", len(cl.warnings))
 		for _, w := range cl.warnings[:min(5, len(cl.warnings))] {
-			fmt.Fprintf(&b, "- `%s`\n", truncate(w, 200))
+			fmt.Fprintf(&b, "- `%s`\n", benchkit.Truncate(w, 200))
 		}
 	}
 	return b.String()
@@ -270,7 +199,7 @@ func renderLoad(b *strings.Builder, o options, ld *loadRun, cl credswapLog) {
 	fmt.Fprintf(b, "pgbench: %s transactions, %s TPS overall; failed transactions: %s; aborted clients: %d; exit: %s. Per-transaction log: %d lines in %d files.\n\n",
 		summaryCount(ld), summaryTPS(ld), failed, ld.aborted, exitCell(ld.exitErr), ld.txns, ld.logFiles)
 	if ld.summErr != nil || ld.exitErr != nil || ld.aborted > 0 {
-		fmt.Fprintf(b, "```\n%s\n```\n\n", lastLines(ld.stderr, 12))
+		fmt.Fprintf(b, "```\n%s\n```\n\n", benchkit.LastLines(ld.stderr, 12))
 	}
 	renderTimeline(b, ld.rotations, cl, ld.t0)
 	logged, ok := 0, 0

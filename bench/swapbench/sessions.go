@@ -1,14 +1,17 @@
+//go:build linux
+
 package main
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/credswap/credswap/bench/internal/benchkit"
 )
 
 // The state every idle session of part 1 holds, and how it is checked.
@@ -34,21 +37,16 @@ type idleSession struct {
 // from the arguments alone (no PG* environment, no passfile, password in the struct). Queries
 // without a prepared statement use the simple protocol, so the only prepared statements a
 // session holds are the two it prepares itself.
-func sessionConfig(addr string, l login) (*pgx.ConnConfig, error) {
-	host, port, err := net.SplitHostPort(addr)
+func sessionConfig(addr string, l benchkit.Login) (*pgx.ConnConfig, error) {
+	connString, err := benchkit.ConnString(addr, l.User, benchDB, dialTimeout)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%s user=%s dbname=%s sslmode=disable connect_timeout=%d",
-		host, port, l.User, benchDB, int(dialTimeout/time.Second)))
+	cfg, err := pgx.ParseConfig(connString)
 	if err != nil {
 		return nil, fmt.Errorf("connection config: %w", err)
 	}
-	cfg.Password = l.Password
-	cfg.TLSConfig = nil
-	cfg.Fallbacks = nil
-	cfg.RuntimeParams = map[string]string{"application_name": "swapbench"}
-	cfg.ValidateConnect, cfg.AfterConnect = nil, nil
+	benchkit.IsolateConfig(&cfg.Config, l.Password, tool)
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
 	cfg.StatementCacheCapacity, cfg.DescriptionCacheCapacity = 0, 0
 	return cfg, nil

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -19,7 +21,7 @@ type switchResult struct {
 // runSwitch opens the idle sessions, checks them, then rotates r times, waiting for each drain
 // and checking every session after it. The sessions are closed before it returns.
 func (b *bench) runSwitch(ctx context.Context) (*switchResult, error) {
-	cfg, err := sessionConfig(b.cs.addr, b.cs.local)
+	cfg, err := sessionConfig(b.cs.Addr, b.cs.Local)
 	if err != nil {
 		return nil, err
 	}
