@@ -26,13 +26,13 @@ const (
 	defaultPoolIdleTimeout  = 10 * time.Minute
 	defaultClientAuth       = authSCRAM
 
-	defaultVaultTimeout    = 10 * time.Second
-	defaultAppRoleMount    = "approle"
-	defaultKVMount         = "secret"
-	defaultDBMount         = "database"
-	defaultKVVersion       = 2
-	defaultUsernameKey     = "username"
-	defaultPasswordKey     = "password"
+	defaultVaultTimeout = 10 * time.Second
+	defaultAppRoleMount = "approle"
+	defaultKVMount      = "secret"
+	defaultDBMount      = "database"
+	defaultKVVersion    = 2
+	defaultUsernameKey  = "username"
+	defaultPasswordKey  = "password"
 )
 
 // applyDefaults fills every field of c that the document left out, as
