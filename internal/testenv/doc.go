@@ -10,6 +10,10 @@
 //
 //	func TestMain(m *testing.M) { testenv.Main(m) }
 //
+// A HashiCorp Vault dev server (in memory, root token, HTTP on loopback), built once from the
+// version pinned in tools/vault ([BuildVault]), is shared the same way ([VaultServer]) or started
+// per test ([StartTestVault]); [Vault] has helpers for KV v2, the database engine and AppRole.
+//
 // When the environment variable CI is "true", a missing server binary fails the test instead of
 // skipping it.
 //
