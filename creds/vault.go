@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -245,6 +246,15 @@ func (v *Vault) read(ctx context.Context, path string) (*vault.Secret, error) {
 		s, err = c.Logical().ReadWithContext(ctx, path)
 	}
 	return s, err
+}
+
+// readVersion reads one version of a KV v2 secret.
+func (v *Vault) readVersion(ctx context.Context, path string, version int) (*vault.Secret, error) {
+	c, err := v.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.Logical().ReadWithDataWithContext(ctx, path, map[string][]string{"version": {strconv.Itoa(version)}})
 }
 
 // stringField returns a string from a secret's data.

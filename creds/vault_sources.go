@@ -73,7 +73,7 @@ func (s *VaultKVSource) Fetch(ctx context.Context) (Credential, error) {
 		return c, nil
 	}
 	s.mu.Unlock()
-	sec, err := s.v.read(ctx, fmt.Sprintf("%s/data/%s?version=%d", s.mount, s.path, ver))
+	sec, err := s.v.readVersion(ctx, s.mount+"/data/"+s.path, ver)
 	if err != nil {
 		return Credential{}, err
 	}
