@@ -17,7 +17,7 @@ var (
 	// running holds every server started and not yet stopped, for Main to stop at the end.
 	running struct {
 		sync.Mutex
-		servers map[*Postgres]struct{}
+		servers map[stopper]struct{}
 	}
 	// mainActive is set while Main (or Run) runs the tests, so PG can refuse to start a server
 	// nobody would stop.
@@ -32,16 +32,19 @@ var (
 
 const sharedStartTimeout = 2 * time.Minute
 
-func register(p *Postgres) {
+// stopper is a server StopAll stops: *Postgres or *Vault.
+type stopper interface{ Stop() error }
+
+func register(p stopper) {
 	running.Lock()
 	defer running.Unlock()
 	if running.servers == nil {
-		running.servers = make(map[*Postgres]struct{})
+		running.servers = make(map[stopper]struct{})
 	}
 	running.servers[p] = struct{}{}
 }
 
-func unregister(p *Postgres) {
+func unregister(p stopper) {
 	running.Lock()
 	defer running.Unlock()
 	delete(running.servers, p)
@@ -70,7 +73,7 @@ func Run(m *testing.M) int {
 // StopAll stops every server started by this process and not yet stopped, in parallel.
 func StopAll() error {
 	running.Lock()
-	servers := make([]*Postgres, 0, len(running.servers))
+	servers := make([]stopper, 0, len(running.servers))
 	for p := range running.servers {
 		servers = append(servers, p)
 	}

@@ -58,14 +58,11 @@ type Vault struct {
 	waitErr error         // the server's exit status; read only after done is closed
 	logOff  int64         // offset in LogFile where the current start attempt began
 
-	paused  atomic.Bool  // between Pause and Resume
-	stopped atomic.Bool  // set when Stop begins
-	stop    func() error // sync.OnceValue of shutdown
-	// reg is this server's entry in the registry that Main/Run stop (see registerVault).
-	reg *Postgres
-
-	setupMu   sync.Mutex // guards setupDone
-	setupDone bool       // the test policy and the approle auth mount exist (see ensureTestAuth)
+	paused    atomic.Bool  // between Pause and Resume
+	stopped   atomic.Bool  // set when Stop begins
+	stop      func() error // sync.OnceValue of shutdown
+	setupMu   sync.Mutex   // guards setupDone
+	setupDone bool         // the test policy and the approle auth mount exist (see ensureTestAuth)
 }
 
 // StartVault starts `vault server -dev` on a free loopback port with a random root token and
@@ -412,19 +409,10 @@ var sharedVault struct {
 	err  error
 }
 
-// registerVault enters v in the registry that [StopAll] (and so [Main] and [Run]) stops. That
-// registry holds *Postgres values and stops each through its stop func, so v is entered as a
-// *Postgres whose only field is stop = v.Stop; no other field of it is ever read.
-func registerVault(v *Vault) {
-	v.reg = &Postgres{stop: v.Stop}
-	register(v.reg)
-}
+// registerVault enters v in the registry that [StopAll] (and so [Main] and [Run]) stops.
+func registerVault(v *Vault) { register(v) }
 
-func unregisterVault(v *Vault) {
-	if v.reg != nil {
-		unregister(v.reg)
-	}
-}
+func unregisterVault(v *Vault) { unregister(v) }
 
 // VaultServer returns the Vault server shared by every test of this binary, started on first use
 // (building the binary first if needed, see [VaultBinary]). TestMain must call [Main]. When the
