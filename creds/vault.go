@@ -175,12 +175,19 @@ func (v *Vault) loginLocked(ctx context.Context) error {
 	return nil
 }
 
-// Run keeps an AppRole token alive by renewing it at half its lifetime
-// (logging in again when renewal fails or Vault no longer extends it)
-// until ctx ends. Other methods need no background work. Start it with
-// go v.Run(ctx).
+// Run keeps the token alive until ctx ends: an AppRole token is renewed at
+// half its lifetime, and replaced by a new login when renewal fails or Vault
+// no longer extends it; a renewable token given inline is renewed the same
+// way. A token file needs no background work: whoever writes it (Vault
+// Agent) renews it. Start it with go v.Run(ctx).
 func (v *Vault) Run(ctx context.Context) {
-	if v.opts.Auth.Method != "approle" {
+	switch v.opts.Auth.Method {
+	case "approle":
+	case "token":
+		if !v.lookupSelf(ctx) {
+			return // not renewable, or no TTL
+		}
+	default:
 		return
 	}
 	for {
@@ -202,6 +209,29 @@ func (v *Vault) Run(ctx context.Context) {
 	}
 }
 
+// lookupSelf learns the expiry of an inline token and reports whether it
+// is renewable.
+func (v *Vault) lookupSelf(ctx context.Context) bool {
+	rctx, cancel := context.WithTimeout(ctx, v.opts.Timeout)
+	defer cancel()
+	sec, err := v.api.Auth().Token().LookupSelfWithContext(rctx)
+	if err != nil || sec == nil {
+		if err != nil {
+			v.log.Warn("vault token lookup failed", zap.Error(err))
+		}
+		return false
+	}
+	ttl, _ := jsonInt(sec.Data["ttl"])
+	renewable, _ := sec.Data["renewable"].(bool)
+	if ttl <= 0 || !renewable {
+		return false
+	}
+	v.mu.Lock()
+	v.expires = time.Now().Add(time.Duration(ttl) * time.Second)
+	v.mu.Unlock()
+	return true
+}
+
 func (v *Vault) renewOrLogin(ctx context.Context) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -220,6 +250,10 @@ func (v *Vault) renewOrLogin(ctx context.Context) {
 			v.expires = newExp
 			return
 		}
+	}
+	if v.opts.Auth.Method != "approle" {
+		v.log.Warn("vault token could not be renewed further; it expires", zap.Time("expires", v.expires), zap.Error(err))
+		return
 	}
 	// Not renewable any more (max TTL) or failed: log in again.
 	if err := v.loginLocked(rctx); err != nil {

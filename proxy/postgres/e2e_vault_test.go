@@ -247,3 +247,22 @@ func TestVaultUnreachable(t *testing.T) {
 	}
 	checkPgbench(t, string(out))
 }
+
+func TestVaultKVv1(t *testing.T) {
+	pg := testenv.PG(t)
+	v := testenv.VaultServer(t)
+	db, userA, passA, userB, passB := twoUsers(t, pg)
+	mount := v.UniqueMount(t, "kv1")
+	v.Do(t, http.MethodPost, "sys/mounts/"+mount, map[string]any{"type": "kv", "options": map[string]any{"version": "1"}}, nil)
+	t.Cleanup(func() { v.Call(context.Background(), v.Token, http.MethodDelete, "sys/mounts/"+mount, nil, nil) })
+	v.Do(t, http.MethodPost, mount+"/orders", map[string]any{"user": userA, "pass": passA}, nil)
+	p := proxytest.Start(t, pg, "unused", "unused", withVault(v, config.VaultAuth{Method: "token", Token: v.CreateToken(t, time.Hour, true)}, config.Credential{
+		Source: "vault-kv", Mount: mount, Path: "orders", KVVersion: 1, UsernameKey: "user", PasswordKey: "pass",
+	}))
+	c := p.Connect(t, db)
+	v.Do(t, http.MethodPost, mount+"/orders", map[string]any{"user": userB, "pass": passB}, nil)
+	var who string
+	proxytest.Eventually(t, 5*time.Second, "the KV v1 change to reach the live session", func() bool {
+		return c.QueryRow(context.Background(), "SELECT session_user").Scan(&who) == nil && who == userB
+	})
+}
