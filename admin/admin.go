@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -16,12 +17,15 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/credswap/credswap/proxy"
+	"github.com/credswap/credswap/rotate"
 )
 
 // Options configures the admin API.
 type Options struct {
 	// Backends are served by name.
 	Backends []*proxy.Backend
+	// Rotators are the backends with rotation configured, by name.
+	Rotators map[string]*rotate.Rotator
 	// TokenFile holds the bearer token required on /v1/*; empty disables
 	// the check. It is read on every request, so it can be rotated in place.
 	TokenFile string
@@ -70,6 +74,9 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /v1/status", s.auth(s.status))
 	mux.Handle("POST /v1/backends/{name}/refresh", s.auth(s.refresh))
 	mux.Handle("POST /v1/backends/{name}/drain", s.auth(s.drain))
+	mux.Handle("POST /v1/backends/{name}/rotate", s.auth(s.rotate))
+	mux.Handle("PUT /v1/backends/{name}/schedule", s.auth(s.schedule))
+	mux.Handle("GET /v1/rotations/{id}", s.auth(s.rotation))
 	mux.Handle("/v1/", s.auth(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
 	}))
@@ -157,17 +164,105 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 
 // StatusResponse is the body of GET /v1/status.
 type StatusResponse struct {
-	Version   string                `json:"version"`
-	StartedAt time.Time             `json:"started_at"`
-	Backends  []proxy.BackendStatus `json:"backends"`
+	Version   string          `json:"version"`
+	StartedAt time.Time       `json:"started_at"`
+	Backends  []BackendStatus `json:"backends"`
+}
+
+// BackendStatus is a backend's status with its rotation, if configured.
+type BackendStatus struct {
+	proxy.BackendStatus
+	Rotation *rotate.Status `json:"rotation,omitempty"`
 }
 
 func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
-	resp := StatusResponse{Version: s.opts.Version, StartedAt: s.started, Backends: []proxy.BackendStatus{}}
+	resp := StatusResponse{Version: s.opts.Version, StartedAt: s.started, Backends: []BackendStatus{}}
 	for _, b := range s.opts.Backends {
-		resp.Backends = append(resp.Backends, b.Status())
+		bs := BackendStatus{BackendStatus: b.Status()}
+		if r := s.opts.Rotators[b.Name()]; r != nil {
+			st := r.Status()
+			bs.Rotation = &st
+		}
+		resp.Backends = append(resp.Backends, bs)
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// rotator finds the rotator of the backend in the path.
+func (s *Server) rotator(w http.ResponseWriter, r *http.Request) *rotate.Rotator {
+	b := s.backend(w, r)
+	if b == nil {
+		return nil
+	}
+	rot := s.opts.Rotators[b.Name()]
+	if rot == nil {
+		writeError(w, http.StatusNotFound, "rotation_not_configured", "backend "+strconvQuote(b.Name())+" has no rotation block")
+	}
+	return rot
+}
+
+func (s *Server) rotate(w http.ResponseWriter, r *http.Request) {
+	rot := s.rotator(w, r)
+	if rot == nil {
+		return
+	}
+	wait := r.URL.Query().Get("wait") == "1" || r.URL.Query().Get("wait") == "true"
+	trigger := "api"
+	if t := r.Header.Get("X-Credswap-Trigger"); t == "cli" {
+		trigger = t
+	}
+	rec, err := rot.Rotate(r.Context(), trigger, wait)
+	switch {
+	case errors.Is(err, rotate.ErrBusy):
+		writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error(), "code": "rotation_running", "id": rec.ID})
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, "rotation_not_started", err.Error())
+	case wait:
+		writeJSON(w, http.StatusOK, rec)
+	default:
+		writeJSON(w, http.StatusAccepted, rec)
+	}
+}
+
+func (s *Server) rotation(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	for _, rot := range s.opts.Rotators {
+		if rec, err := rot.Get(id); err == nil {
+			writeJSON(w, http.StatusOK, rec)
+			return
+		}
+	}
+	writeError(w, http.StatusNotFound, "unknown_rotation", "no rotation "+strconvQuote(id))
+}
+
+// ScheduleRequest is the body of PUT /v1/backends/{name}/schedule.
+type ScheduleRequest struct {
+	Enabled  bool   `json:"enabled"`
+	Interval string `json:"interval,omitempty"`
+}
+
+func (s *Server) schedule(w http.ResponseWriter, r *http.Request) {
+	rot := s.rotator(w, r)
+	if rot == nil {
+		return
+	}
+	var req ScheduleRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<16))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", "body must be {\"enabled\": bool, \"interval\": \"24h\"}")
+		return
+	}
+	var interval time.Duration
+	if req.Interval != "" {
+		d, err := time.ParseDuration(req.Interval)
+		if err != nil || d <= 0 {
+			writeError(w, http.StatusBadRequest, "bad_request", "interval must be a positive Go duration such as 24h")
+			return
+		}
+		interval = d
+	}
+	writeJSON(w, http.StatusOK, rot.SetSchedule(req.Enabled, interval))
 }
 
 // RefreshResponse is the body of POST /v1/backends/{name}/refresh.

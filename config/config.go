@@ -103,6 +103,58 @@ type Backend struct {
 	Limits Limits `yaml:"limits"`
 	// Pool configures idle backend connections kept for reuse.
 	Pool Pool `yaml:"pool"`
+	// Rotation configures password rotation run by the proxy (optional).
+	Rotation Rotation `yaml:"rotation"`
+}
+
+// Rotation configures how the proxy rotates the backend password itself.
+type Rotation struct {
+	// Strategy is alternating-users, single-user, vault-static or
+	// dual-password (MySQL and MariaDB only); empty disables rotation.
+	Strategy string `yaml:"strategy"`
+	// Users are the two logins alternating-users switches between.
+	Users []string `yaml:"users"`
+	// AdminCredential is a login allowed to change the users' passwords
+	// (source file, env or vault-kv). single-user may leave it out: the
+	// user then changes its own password.
+	AdminCredential Credential `yaml:"admin_credential"`
+	// Publish says where the new credential is written for every proxy
+	// to read.
+	Publish Publish `yaml:"publish"`
+	// Schedule runs rotations periodically.
+	Schedule Schedule `yaml:"schedule"`
+	// Password shapes generated passwords.
+	Password PasswordPolicy `yaml:"password"`
+	// Grace is how long retire waits after this proxy has drained, for
+	// other proxies reading the same published credential.
+	Grace Duration `yaml:"grace"`
+	// Journal is the file recording rotations in progress (default:
+	// credswap-<backend>.rotation.json beside the configuration file).
+	Journal string `yaml:"journal"`
+}
+
+// Enabled reports whether a rotation strategy is configured.
+func (r Rotation) Enabled() bool { return r.Strategy != "" }
+
+// Publish selects where a rotation publishes the new credential.
+type Publish struct {
+	// To is file (replace credential.path atomically), vault-kv (the
+	// credential's KV v2 secret, with check-and-set) or none.
+	To string `yaml:"to"`
+}
+
+// Schedule configures periodic rotation.
+type Schedule struct {
+	Enabled  bool     `yaml:"enabled"`
+	Interval Duration `yaml:"interval"`
+}
+
+// PasswordPolicy shapes generated passwords.
+type PasswordPolicy struct {
+	// Length is the number of characters (16 to 128, default 32).
+	Length int `yaml:"length"`
+	// Alphabet lists the characters to draw from (default letters and digits).
+	Alphabet string `yaml:"alphabet"`
 }
 
 // UpstreamTLS configures TLS from the proxy to the database.

@@ -33,6 +33,10 @@ const (
 	defaultKVVersion    = 2
 	defaultUsernameKey  = "username"
 	defaultPasswordKey  = "password"
+
+	defaultPasswordLength   = 32
+	defaultPasswordAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+	defaultScheduleInterval = 24 * time.Hour
 )
 
 // applyDefaults fills every field of c that the document left out, as
@@ -55,6 +59,16 @@ func applyDefaults(c *Config, given fieldSet) {
 		b := &c.Backends[i]
 		setDefault(given, &b.UpstreamTLS.Mode, defaultUpstreamTLSMode)
 		setDefault(given, &b.Credential.RefreshInterval, Duration(defaultRefreshInterval))
+		if len(b.Rotation.Users) == 0 {
+			b.Rotation.Users = nil // "users: []" and no key mean the same
+		}
+		if r := &b.Rotation; r.Enabled() {
+			setDefault(given, &r.Password.Length, defaultPasswordLength)
+			setDefault(given, &r.Password.Alphabet, defaultPasswordAlphabet)
+			setDefault(given, &r.Schedule.Interval, Duration(defaultScheduleInterval))
+			setDefault(given, &r.Publish.To, defaultPublish(b.Credential.Source))
+			setCredentialDefaults(given, &r.AdminCredential)
+		}
 		switch b.Credential.Source {
 		case sourceVaultKV:
 			setDefault(given, &b.Credential.Mount, defaultKVMount)
@@ -85,5 +99,31 @@ func applyDefaults(c *Config, given fieldSet) {
 func setDefault[T any](given fieldSet, p *T, v T) {
 	if !given.has(p) {
 		*p = v
+	}
+}
+
+// defaultPublish is where a rotation publishes by default: back to the
+// file or KV secret the credential is read from, nowhere otherwise.
+func defaultPublish(source string) string {
+	switch source {
+	case sourceFile:
+		return "file"
+	case sourceVaultKV:
+		return sourceVaultKV
+	}
+	return "none"
+}
+
+// setCredentialDefaults fills the defaults of an admin credential.
+func setCredentialDefaults(given fieldSet, c *Credential) {
+	if c.Source == "" {
+		return
+	}
+	setDefault(given, &c.RefreshInterval, Duration(defaultRefreshInterval))
+	if c.Source == sourceVaultKV {
+		setDefault(given, &c.Mount, defaultKVMount)
+		setDefault(given, &c.KVVersion, defaultKVVersion)
+		setDefault(given, &c.UsernameKey, defaultUsernameKey)
+		setDefault(given, &c.PasswordKey, defaultPasswordKey)
 	}
 }

@@ -46,6 +46,9 @@ func fileRefs(c *Config) []fileRef {
 		if b.Credential.Source == sourceFile {
 			refs = append(refs, fileRef{path: p + ".credential.path", val: &b.Credential.Path, dirOK: true, owner: b})
 		}
+		if ac := &b.Rotation.AdminCredential; ac.Source == sourceFile {
+			refs = append(refs, fileRef{path: p + ".rotation.admin_credential.path", val: &ac.Path, owner: b})
+		}
 	}
 	return refs
 }
@@ -59,6 +62,20 @@ func resolvePaths(c *Config, base string) {
 	for _, r := range fileRefs(c) {
 		if *r.val != "" && !filepath.IsAbs(*r.val) {
 			*r.val = filepath.Join(base, *r.val)
+		}
+	}
+	// Rotation journals are written, not read: they need not exist yet,
+	// so they are resolved here but not checked by Load.
+	for i := range c.Backends {
+		r := &c.Backends[i].Rotation
+		if !r.Enabled() {
+			continue
+		}
+		if r.Journal == "" {
+			r.Journal = "credswap-" + c.Backends[i].Name + ".rotation.json"
+		}
+		if !filepath.IsAbs(r.Journal) {
+			r.Journal = filepath.Join(base, r.Journal)
 		}
 	}
 }

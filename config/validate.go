@@ -166,6 +166,81 @@ func (v *validator) backend(p string, b *Backend) {
 		v.bad(p+".pool.max_idle", at(&b.Pool.MaxIdle), "must not be negative (0 disables reuse)")
 	}
 	v.positive(p+".pool.idle_timeout", at(&b.Pool.IdleTimeout), b.Pool.IdleTimeout)
+	if b.Rotation.Enabled() {
+		v.rotation(p+".rotation", &b.Rotation, b)
+	}
+}
+
+// rotation checks the rotation block of a backend.
+func (v *validator) rotation(p string, r *Rotation, b *Backend) {
+	at := func(field any) int { return v.line(field, r, b) }
+	switch r.Strategy {
+	case "alternating-users":
+		if len(r.Users) != 2 || r.Users[0] == "" || r.Users[1] == "" || r.Users[0] == r.Users[1] {
+			v.bad(p+".users", at(&r.Users), "alternating-users needs two different user names")
+		}
+		if r.AdminCredential.Source == "" {
+			v.bad(p+".admin_credential", at(&r.AdminCredential), "alternating-users needs an admin_credential allowed to change both users' passwords")
+		}
+	case "single-user":
+		if len(r.Users) > 0 {
+			v.bad(p+".users", at(&r.Users), "is only used by alternating-users")
+		}
+	case "vault-static":
+		if b.Credential.Source != sourceVaultDB || b.Credential.StaticRole == "" {
+			v.bad(p+".strategy", at(&r.Strategy), "vault-static needs credential.source vault-db with a static_role")
+		}
+	case "dual-password":
+		if b.Protocol != protocolMySQL {
+			v.bad(p+".strategy", at(&r.Strategy), "dual-password needs protocol mysql (PostgreSQL has no second password: use alternating-users)")
+		}
+	default:
+		v.bad(p+".strategy", at(&r.Strategy), "must be one of alternating-users, single-user, vault-static, dual-password")
+	}
+	if r.AdminCredential.Source != "" {
+		switch r.AdminCredential.Source {
+		case sourceFile, sourceEnv, sourceVaultKV:
+			v.credential(p+".admin_credential", &r.AdminCredential, b)
+		default:
+			v.bad(p+".admin_credential.source", at(&r.AdminCredential.Source), "must be one of file, env, vault-kv")
+		}
+	}
+	switch r.Publish.To {
+	case "file":
+		if b.Credential.Source != sourceFile {
+			v.bad(p+".publish.to", at(&r.Publish.To), "publish to file needs credential.source file")
+		}
+	case sourceVaultKV:
+		if b.Credential.Source != sourceVaultKV || b.Credential.KVVersion != 2 {
+			v.bad(p+".publish.to", at(&r.Publish.To), "publish to vault-kv needs credential.source vault-kv with kv_version 2 (check-and-set)")
+		}
+	case "none":
+	default:
+		v.bad(p+".publish.to", at(&r.Publish.To), "must be one of file, vault-kv, none")
+	}
+	if r.Strategy == "vault-static" && r.Publish.To != "none" {
+		v.bad(p+".publish.to", at(&r.Publish.To), "vault-static publishes nothing: Vault is the source (use none)")
+	}
+	if r.Password.Length < 16 || r.Password.Length > 128 {
+		v.bad(p+".password.length", at(&r.Password.Length), "must be between 16 and 128")
+	}
+	seen := map[rune]bool{}
+	for _, c := range r.Password.Alphabet {
+		if c <= ' ' || c > '~' {
+			v.bad(p+".password.alphabet", at(&r.Password.Alphabet), "must be printable ASCII without spaces")
+			break
+		}
+		seen[c] = true
+	}
+	if len(seen) < 10 {
+		v.bad(p+".password.alphabet", at(&r.Password.Alphabet), "must have at least 10 different characters")
+	}
+	if r.Schedule.Interval <= 0 {
+		v.bad(p+".schedule.interval", at(&r.Schedule.Interval), "must be greater than 0")
+	}
+	if r.Grace < 0 {
+		v.bad(p+".grace", at(&r.Grace), "must not be negative")
+	}
 }
 
 // upstreamTLS checks the TLS settings towards the database.

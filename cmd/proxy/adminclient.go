@@ -14,6 +14,7 @@ import (
 
 	"github.com/credswap/credswap/admin"
 	"github.com/credswap/credswap/config"
+	"github.com/credswap/credswap/rotate"
 )
 
 // tokenEnv names the environment variable holding the admin bearer token.
@@ -33,6 +34,7 @@ func (c *adminClient) do(method, path string, out any) error {
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
+	req.Header.Set("X-Credswap-Trigger", "cli")
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return err
@@ -119,7 +121,29 @@ func adminCommands() []*cobra.Command {
 			return nil
 		},
 	}
-	cmds := []*cobra.Command{status, refresh, drain}
+	var wait bool
+	rotateCmd := &cobra.Command{
+		Use:   "rotate NAME",
+		Short: "Rotate a backend's database password now (admin API); --wait follows the phases",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c := client()
+			var rec rotate.Record
+			if err := c.do(http.MethodPost, "/v1/backends/"+args[0]+"/rotate", &rec); err != nil {
+				return err
+			}
+			if !wait {
+				if asJSON {
+					return printJSON(cmd, rec)
+				}
+				cmd.Printf("rotation %s started\n", rec.ID)
+				return nil
+			}
+			return followRotation(cmd, c, rec.ID, asJSON)
+		},
+	}
+	rotateCmd.Flags().BoolVar(&wait, "wait", false, "print the phases as they happen and wait for the end")
+	cmds := []*cobra.Command{status, refresh, drain, rotateCmd}
 	for _, c := range cmds {
 		c.Flags().StringVar(&base, "admin", "http://"+config.DefaultAdminListen, "admin API address (token from $"+tokenEnv+")")
 		c.Flags().BoolVar(&asJSON, "json", false, "print the raw JSON response")
@@ -178,5 +202,45 @@ func printStatus(w io.Writer, st admin.StatusResponse) {
 			fmt.Fprintf(w, "  pinned: session %d (%s, user %s, db %s) on generation %d: %s since %s\n",
 				p.ID, p.Client, p.User, p.Database, p.Generation, p.PinReason, p.PinnedSince.Format(time.RFC3339))
 		}
+	}
+}
+
+// followRotation polls a rotation and prints each phase as it ends; it
+// returns an error unless the rotation succeeded.
+func followRotation(cmd *cobra.Command, c *adminClient, id string, asJSON bool) error {
+	cmd.Printf("rotation %s\n", id)
+	printed := 0
+	for {
+		var rec rotate.Record
+		if err := c.do(http.MethodGet, "/v1/rotations/"+id, &rec); err != nil {
+			return err
+		}
+		for ; printed < len(rec.Phases); printed++ {
+			p := rec.Phases[printed]
+			if p.Outcome == "" {
+				break // running
+			}
+			line := fmt.Sprintf("  %-15s %-8s %6s", p.Name, p.Outcome, p.EndedAt.Sub(p.StartedAt).Round(time.Millisecond))
+			if p.Detail != "" {
+				line += "  " + p.Detail
+			}
+			if p.Error != "" {
+				line += "  error: " + p.Error
+			}
+			cmd.Println(line)
+		}
+		if rec.State != rotate.StateRunning {
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				enc.Encode(rec)
+			}
+			cmd.Printf("%s: %s → %s, %s in %s\n", rec.State, rec.FromUser, rec.ToUser, rec.Backend, rec.EndedAt.Sub(rec.StartedAt).Round(time.Millisecond))
+			if rec.State != rotate.StateSucceeded {
+				return fmt.Errorf("rotation %s %s: %s", rec.ID, rec.State, rec.Error)
+			}
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

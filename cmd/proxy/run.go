@@ -49,7 +49,19 @@ func runProxy(ctx context.Context, path string) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	a, err := app.Start(ctx, cfg, app.Options{Logger: log, Version: buildVersion()})
+	opts := app.Options{Logger: log, Version: buildVersion()}
+	// Fault injection for crash-recovery tests of rotations: the process
+	// kills itself right after the named phase is journaled.
+	if phase := os.Getenv("CREDSWAP_TEST_KILL_AFTER_PHASE"); phase != "" {
+		opts.AfterRotationPhase = func(p string) {
+			if p == phase {
+				log.Warn("test fault injection: killing the process", zap.String("after_phase", p))
+				log.Sync()
+				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			}
+		}
+	}
+	a, err := app.Start(ctx, cfg, opts)
 	if err != nil {
 		return err
 	}

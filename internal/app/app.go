@@ -22,6 +22,7 @@ import (
 	"github.com/credswap/credswap/creds"
 	"github.com/credswap/credswap/proxy"
 	"github.com/credswap/credswap/proxy/postgres"
+	"github.com/credswap/credswap/rotate"
 )
 
 // Options are the process-level inputs that are not configuration.
@@ -30,6 +31,9 @@ type Options struct {
 	Version string
 	// Registry receives the metrics; nil creates one.
 	Registry *prometheus.Registry
+	// AfterRotationPhase, if set, runs after every rotation phase is
+	// journaled (crash-recovery tests inject faults with it).
+	AfterRotationPhase func(phase string)
 }
 
 // App is a running proxy.
@@ -53,6 +57,7 @@ type backend struct {
 	rt      *proxy.Backend
 	handler *postgres.Handler
 	server  *proxy.Server
+	rotator *rotate.Rotator
 }
 
 // Start builds everything from cfg, opens every listener and starts
@@ -90,7 +95,9 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 	} else {
 		a.log.Info("relay loops unavailable; using goroutine relay", zap.Error(lerr))
 	}
+	rotMetrics := rotate.NewMetrics(opts.Registry)
 	var rts []*proxy.Backend
+	rotators := map[string]*rotate.Rotator{}
 	for _, bc := range cfg.Backends {
 		b, err := a.startBackend(ctx, bc, metrics)
 		if err != nil {
@@ -98,9 +105,17 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 		}
 		a.backends = append(a.backends, b)
 		rts = append(rts, b.rt)
+		if bc.Rotation.Enabled() {
+			if b.rotator, err = a.newRotator(bc, b, rotMetrics, opts.AfterRotationPhase); err != nil {
+				return nil, fmt.Errorf("backend %s: rotation: %w", bc.Name, err)
+			}
+			b.rotator.Start(bgCtx)
+			rotators[bc.Name] = b.rotator
+		}
 	}
 	a.admin = admin.New(admin.Options{
 		Backends:  rts,
+		Rotators:  rotators,
 		TokenFile: cfg.Admin.TokenFile,
 		Gatherer:  opts.Registry,
 		Version:   opts.Version,
@@ -265,6 +280,41 @@ func (a *App) startBackend(ctx context.Context, bc config.Backend, metrics *prox
 	return b, nil
 }
 
+func (a *App) newRotator(bc config.Backend, b *backend, m *rotate.Metrics, after func(string)) (*rotate.Rotator, error) {
+	dialer, err := NewDialer(bc)
+	if err != nil {
+		return nil, err
+	}
+	var adminSrc creds.Source
+	if bc.Rotation.AdminCredential.Source != "" {
+		if adminSrc, err = newSource(bc.Rotation.AdminCredential, a.vault, a.log); err != nil {
+			return nil, err
+		}
+	}
+	return rotate.New(rotate.Options{
+		Backend:       b.rt,
+		Config:        bc.Rotation,
+		Credential:    bc.Credential,
+		DB:            rotate.Postgres{Dialer: dialer},
+		Admin:         adminSrc,
+		Vault:         a.vault,
+		DrainDeadline: bc.DrainDeadline.D(),
+		Logger:        a.log.Named("rotate"),
+		Metrics:       m,
+		AfterPhase:    after,
+	})
+}
+
+// Rotator returns the rotator of the backend named name, or nil.
+func (a *App) Rotator(name string) *rotate.Rotator {
+	for _, b := range a.backends {
+		if b.cfg.Name == name {
+			return b.rotator
+		}
+	}
+	return nil
+}
+
 // Backend returns the runtime of the backend named name, or nil.
 func (a *App) Backend(name string) *proxy.Backend {
 	for _, b := range a.backends {
@@ -342,6 +392,11 @@ func (a *App) Shutdown(ctx context.Context) {
 			}(b)
 		}
 		wg.Wait()
+		for _, b := range a.backends {
+			if b.rotator != nil {
+				b.rotator.Stop()
+			}
+		}
 		if a.admin != nil {
 			actx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			a.admin.Shutdown(actx)

@@ -126,6 +126,27 @@ func (d *Dialer) dial(ctx context.Context, gen *creds.Generation, database strin
 	return sc, nil
 }
 
+// Connect logs in as c to database (the verify database if empty) and
+// returns an ordinary pgconn connection, for administrative statements
+// such as a rotation's ALTER ROLE. The caller closes it.
+func (d *Dialer) Connect(ctx context.Context, c creds.Credential, database string) (*pgconn.PgConn, error) {
+	if database == "" {
+		database = d.verifyDB
+	}
+	cfg := d.base.Copy()
+	cfg.User, cfg.Password, cfg.Database = c.Username, c.Password, database
+	if d.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d.timeout)
+		defer cancel()
+	}
+	pc, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, classifyDialError(err)
+	}
+	return pc, nil
+}
+
 // Verify performs a test login with c to the verify database; it is the
 // creds.VerifyFunc of the backend's Store.
 func (d *Dialer) Verify(ctx context.Context, c creds.Credential) error {

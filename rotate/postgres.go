@@ -1,0 +1,98 @@
+package rotate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/credswap/credswap/creds"
+	"github.com/credswap/credswap/proxy/postgres"
+)
+
+// Database changes logins in one kind of database. Statements run as the
+// admin credential given to each call.
+type Database interface {
+	// CanLogin reports whether user may log in.
+	CanLogin(ctx context.Context, admin creds.Credential, user string) (bool, error)
+	// SetPassword gives user a new password; with login it also lets the
+	// user log in (an admin may do that, a user changing its own password
+	// may not).
+	SetPassword(ctx context.Context, admin creds.Credential, user, password string, login bool) error
+	// Lock stops user from logging in; with terminate it also ends the
+	// user's sessions.
+	Lock(ctx context.Context, admin creds.Credential, user string, terminate bool) error
+	// Verify performs a test login; a refusal wraps creds.ErrRejected.
+	Verify(ctx context.Context, c creds.Credential) error
+}
+
+// Postgres implements Database for PostgreSQL through the backend's
+// dialer (explicit connection settings, the backend's TLS).
+type Postgres struct {
+	Dialer *postgres.Dialer
+}
+
+func (p Postgres) exec(ctx context.Context, admin creds.Credential, sql string) error {
+	conn, err := p.Dialer.Connect(ctx, admin, "")
+	if err != nil {
+		return fmt.Errorf("connecting as %s: %w", admin.Username, err)
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, sql).ReadAll()
+	return err
+}
+
+// CanLogin implements Database.
+func (p Postgres) CanLogin(ctx context.Context, admin creds.Credential, user string) (bool, error) {
+	conn, err := p.Dialer.Connect(ctx, admin, "")
+	if err != nil {
+		return false, fmt.Errorf("connecting as %s: %w", admin.Username, err)
+	}
+	defer conn.Close(context.Background())
+	res := conn.ExecParams(ctx, "SELECT rolcanlogin FROM pg_catalog.pg_roles WHERE rolname = $1", [][]byte{[]byte(user)}, nil, nil, nil).Read()
+	if res.Err != nil {
+		return false, res.Err
+	}
+	if len(res.Rows) != 1 {
+		return false, fmt.Errorf("role %s does not exist", user)
+	}
+	return string(res.Rows[0][0]) == "t", nil
+}
+
+// SetPassword implements Database. The password travels as a SCRAM
+// verifier computed here, so it appears in no server log.
+func (p Postgres) SetPassword(ctx context.Context, admin creds.Credential, user, password string, login bool) error {
+	v, err := scramVerifier(password)
+	if err != nil {
+		return err
+	}
+	with := "WITH"
+	if login {
+		with = "WITH LOGIN"
+	}
+	return p.exec(ctx, admin, fmt.Sprintf("ALTER ROLE %s %s PASSWORD %s", quoteIdent(user), with, quoteLiteral(v)))
+}
+
+// Lock implements Database.
+func (p Postgres) Lock(ctx context.Context, admin creds.Credential, user string, terminate bool) error {
+	sql := fmt.Sprintf("ALTER ROLE %s WITH NOLOGIN", quoteIdent(user))
+	if terminate {
+		sql += fmt.Sprintf("; SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = %s AND pid <> pg_catalog.pg_backend_pid()",
+			quoteLiteral(user))
+	}
+	return p.exec(ctx, admin, sql)
+}
+
+// Verify implements Database.
+func (p Postgres) Verify(ctx context.Context, c creds.Credential) error {
+	return p.Dialer.Verify(ctx, c)
+}
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+func quoteLiteral(s string) string {
+	return "E'" + strings.NewReplacer(`\`, `\\`, `'`, `''`).Replace(s) + "'"
+}
+
+// isRejected reports whether err is a refused login.
+func isRejected(err error) bool { return errors.Is(err, creds.ErrRejected) }
