@@ -72,5 +72,5 @@ func (p vaultPublisher) publish(ctx context.Context, c creds.Credential, cas int
 // nopPublisher publishes nothing (vault-static: Vault is the source).
 type nopPublisher struct{}
 
-func (nopPublisher) prepare(context.Context) (int, error)                { return 0, nil }
+func (nopPublisher) prepare(context.Context) (int, error)                 { return 0, nil }
 func (nopPublisher) publish(context.Context, creds.Credential, int) error { return nil }
