@@ -303,3 +303,43 @@ func stringField(data map[string]any, key string) (string, error) {
 	}
 	return s, nil
 }
+
+// KVCurrentVersion returns the current version of a KV v2 secret (0 if it
+// does not exist).
+func (v *Vault) KVCurrentVersion(ctx context.Context, mount, path string) (int, error) {
+	meta, err := v.read(ctx, mount+"/metadata/"+path)
+	if err != nil {
+		return 0, err
+	}
+	if meta == nil {
+		return 0, nil
+	}
+	return jsonInt(meta.Data["current_version"])
+}
+
+// KVPutCAS writes a new version of a KV v2 secret if its current version
+// is still cas (0: the secret must not exist yet).
+func (v *Vault) KVPutCAS(ctx context.Context, mount, path string, data map[string]any, cas int) error {
+	c, err := v.client(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = c.Logical().WriteWithContext(ctx, mount+"/data/"+path, map[string]any{
+		"options": map[string]any{"cas": cas},
+		"data":    data,
+	})
+	if err != nil {
+		return fmt.Errorf("writing %s/%s with check-and-set on version %d: %w", mount, path, cas, err)
+	}
+	return nil
+}
+
+// RotateStaticRole asks Vault to rotate a static database role now.
+func (v *Vault) RotateStaticRole(ctx context.Context, mount, role string) error {
+	c, err := v.client(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = c.Logical().WriteWithContext(ctx, mount+"/rotate-role/"+role, map[string]any{})
+	return err
+}

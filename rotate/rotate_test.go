@@ -50,7 +50,8 @@ func adminFile(t *testing.T, pg *testenv.Postgres) string {
 	return path
 }
 
-func withRotation(r config.Rotation) proxytest.Option {
+func withRotation(t *testing.T, r config.Rotation) proxytest.Option {
+	journal := filepath.Join(t.TempDir(), "rotation.json")
 	return func(c *config.Config) {
 		if r.Password.Length == 0 {
 			r.Password = config.PasswordPolicy{Length: 24, Alphabet: "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"}
@@ -64,7 +65,7 @@ func withRotation(r config.Rotation) proxytest.Option {
 		if r.AdminCredential.Source != "" && r.AdminCredential.RefreshInterval == 0 {
 			r.AdminCredential.RefreshInterval = config.Duration(time.Minute)
 		}
-		r.Journal = filepath.Join(filepath.Dir(c.Backends[0].Credential.Path), "rotation.json")
+		r.Journal = journal
 		c.Backends[0].Rotation = r
 		c.Backends[0].DrainDeadline = config.Duration(10 * time.Second)
 	}
@@ -137,7 +138,7 @@ func TestAlternatingUsersUnderLoad(t *testing.T) {
 	}
 	pg := testenv.PG(t)
 	db, userA, passA, userB := alternating(t, pg)
-	p := proxytest.Start(t, pg, userA, passA, withRotation(config.Rotation{
+	p := proxytest.Start(t, pg, userA, passA, withRotation(t, config.Rotation{
 		Strategy: "alternating-users", Users: []string{userA, userB},
 		AdminCredential: config.Credential{Source: "file", Path: adminFile(t, pg)},
 	}))
@@ -183,7 +184,7 @@ func TestSingleUserUnderLoad(t *testing.T) {
 	db := pg.CreateDatabase(t)
 	pg.Exec(t, fmt.Sprintf("ALTER DATABASE %s OWNER TO %s", db, user))
 	// No admin credential: the user changes its own password.
-	p := proxytest.Start(t, pg, user, pass, withRotation(config.Rotation{Strategy: "single-user"}))
+	p := proxytest.Start(t, pg, user, pass, withRotation(t, config.Rotation{Strategy: "single-user"}))
 	wait := pgbenchLoad(t, p, db, 12)
 	time.Sleep(2 * time.Second)
 	for range 2 {
@@ -210,7 +211,7 @@ func TestRollbackWhenAdminLacksRights(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "weak.json")
 	b, _ := json.Marshal(map[string]string{"username": weak, "password": weakPass})
 	os.WriteFile(path, b, 0o600)
-	p := proxytest.Start(t, pg, userA, passA, withRotation(config.Rotation{
+	p := proxytest.Start(t, pg, userA, passA, withRotation(t, config.Rotation{
 		Strategy: "alternating-users", Users: []string{userA, userB},
 		AdminCredential: config.Credential{Source: "file", Path: path},
 	}))
@@ -235,7 +236,7 @@ func TestRollbackWhenAdminLacksRights(t *testing.T) {
 func TestConcurrentRotationAndSchedule(t *testing.T) {
 	pg := testenv.PG(t)
 	_, userA, passA, userB := alternating(t, pg)
-	p := proxytest.Start(t, pg, userA, passA, withRotation(config.Rotation{
+	p := proxytest.Start(t, pg, userA, passA, withRotation(t, config.Rotation{
 		Strategy: "alternating-users", Users: []string{userA, userB},
 		AdminCredential: config.Credential{Source: "file", Path: adminFile(t, pg)},
 	}))
@@ -298,3 +299,37 @@ func scrape(t *testing.T, p *proxytest.Proxy) string {
 }
 
 var _ = errors.New
+
+func TestVaultStaticStrategy(t *testing.T) {
+	pg := testenv.PG(t)
+	v := testenv.VaultServer(t)
+	user, pass := pg.CreateUser(t, "vstatic")
+	db := pg.CreateDatabase(t)
+	pg.Exec(t, fmt.Sprintf("GRANT ALL ON DATABASE %s TO %s", db, user))
+	mount := v.UniqueMount(t, "db")
+	v.EnableDatabase(t, mount)
+	v.ConfigurePostgres(t, mount, "pg", pg, "orders")
+	v.CreateStaticRole(t, mount, "orders", "pg", user, time.Hour)
+	p := proxytest.Start(t, pg, user, pass, func(c *config.Config) {
+		c.Vault = config.Vault{Address: v.Addr, Timeout: config.Duration(5 * time.Second), Auth: config.VaultAuth{Method: "token", Token: v.Token}}
+		c.Backends[0].Credential = config.Credential{Source: "vault-db", Mount: mount, StaticRole: "orders", RefreshInterval: config.Duration(time.Hour)}
+	}, withRotation(t, config.Rotation{Strategy: "vault-static", Publish: config.Publish{To: "none"}}))
+	c := p.Connect(t, db)
+	before := p.Backend().Store.Current().Cred
+	rec := rotateNow(t, p)
+	if rec.State != rotate.StateSucceeded {
+		t.Fatalf("vault-static rotation: %+v", rec)
+	}
+	after := p.Backend().Store.Current().Cred
+	if after.Equal(before) || after.Username != user {
+		t.Fatalf("credential after the rotation: %s (changed: %v)", after.Username, !after.Equal(before))
+	}
+	ctx := context.Background()
+	if err := login(ctx, pg, before); err == nil {
+		t.Fatal("the password before the rotation still works")
+	}
+	var n int
+	if err := c.QueryRow(ctx, "SELECT 1").Scan(&n); err != nil {
+		t.Fatalf("live session: %v", err)
+	}
+}

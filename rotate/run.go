@@ -71,6 +71,18 @@ func (r *Rotator) resume(ctx context.Context) {
 	rec, pend := r.running, r.pend
 	applied, published := rec.done(PhaseApply), rec.done(PhasePublish)
 	r.mu.Unlock()
+	if pend != nil && !applied && pend.NewPassword != "" {
+		// The crash may have come after the database took the change but
+		// before the journal recorded it: find out.
+		vctx, cancel := context.WithTimeout(ctx, time.Minute)
+		err := r.o.DB.Verify(vctx, creds.Credential{Username: pend.NewUsername, Password: pend.NewPassword})
+		cancel()
+		if err == nil {
+			r.begin(PhaseApply)
+			r.end(PhaseApply, "applied before the restart", nil, 0)
+			applied = true
+		}
+	}
 	switch {
 	case pend == nil || !applied:
 		// Nothing was changed in the database (or the journal lost the

@@ -193,3 +193,40 @@ func TestRunSignals(t *testing.T) {
 		t.Fatal("the backend password appears in the log")
 	}
 }
+
+// TestDemo runs the README's run command, shortened.
+func TestDemo(t *testing.T) {
+	testenv.PG(t) // skip or fail like every PostgreSQL test when the binaries are missing
+	out, err := cli(t, "demo", "--rotations", "2", "--clients", "3")
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "verify-retired  ok") || !strings.Contains(out, ", 0 errors, 2 rotations") {
+		t.Fatalf("demo output:\n%s", out)
+	}
+}
+
+// TestSetupUsersSQL runs the printed statements on PostgreSQL.
+func TestSetupUsersSQL(t *testing.T) {
+	pg := testenv.PG(t)
+	suffix := proxytest.Random(3)
+	a, b := "su_a_"+suffix, "su_b_"+suffix
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "pw"), []byte("x\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "c.json"), []byte(`{"username": "`+a+`", "password": "x"}`), 0o600)
+	os.WriteFile(filepath.Join(dir, "admin.json"), []byte(`{"username": "postgres", "password": "x"}`), 0o600)
+	cfg := fmt.Sprintf("backends:\n  - name: shop-%s\n    protocol: postgres\n    listen: 127.0.0.1:0\n    upstream: %s\n    clients: [{user: app, password_file: pw}]\n    credential: {source: file, path: c.json}\n    rotation: {strategy: alternating-users, users: [%s, %s], admin_credential: {source: file, path: admin.json}}\n", suffix, pg.Addr(), a, b)
+	path := filepath.Join(dir, "c.yaml")
+	os.WriteFile(path, []byte(cfg), 0o600)
+	out, err := cli(t, "setup-users", "shop-"+suffix, "-c", path)
+	if err != nil {
+		t.Fatalf("setup-users: %v\n%s", err, out)
+	}
+	// The roles stay in the throwaway server; their names are unique.
+	pg.Exec(t, out)
+	conn := pg.Connect(t, "postgres")
+	var role string
+	if err := conn.QueryRow(context.Background(), "SELECT unnest(setconfig) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole WHERE r.rolname = $1", b).Scan(&role); err != nil || role != "role=shop_"+suffix+"_owner" {
+		t.Fatalf("after setup-users: %q %v", role, err)
+	}
+}

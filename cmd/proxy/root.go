@@ -74,5 +74,6 @@ func newRootCmd() *cobra.Command {
 		},
 	)
 	root.AddCommand(adminCommands()...)
+	root.AddCommand(setupUsersCommand(&configPath), demoCommand())
 	return root
 }
