@@ -333,3 +333,37 @@ func TestVaultStaticStrategy(t *testing.T) {
 		t.Fatalf("live session: %v", err)
 	}
 }
+
+// TestPublishToVaultKV: alternating users published to a KV v2 secret with
+// check-and-set; a second proxy reading the same secret adopts it too.
+func TestPublishToVaultKV(t *testing.T) {
+	pg := testenv.PG(t)
+	v := testenv.VaultServer(t)
+	db, userA, passA, userB := alternating(t, pg)
+	mount := v.UniqueMount(t, "kv")
+	v.EnableKV2(t, mount)
+	v.KVPut(t, mount, "orders", map[string]any{"username": userA, "password": passA})
+	kv := func(c *config.Config) {
+		c.Vault = config.Vault{Address: v.Addr, Timeout: config.Duration(5 * time.Second), Auth: config.VaultAuth{Method: "token", Token: v.Token}}
+		c.Backends[0].Credential = config.Credential{Source: "vault-kv", Mount: mount, Path: "orders", KVVersion: 2,
+			UsernameKey: "username", PasswordKey: "password", RefreshInterval: config.Duration(300 * time.Millisecond)}
+	}
+	p := proxytest.Start(t, pg, "unused", "unused", kv, withRotation(t, config.Rotation{
+		Strategy: "alternating-users", Users: []string{userA, userB}, Publish: config.Publish{To: "vault-kv"},
+		AdminCredential: config.Credential{Source: "file", Path: adminFile(t, pg)}, Grace: config.Duration(time.Second),
+	}))
+	other := proxytest.Start(t, pg, "unused", "unused", kv)
+	c := other.Connect(t, db)
+	rec := rotateNow(t, p)
+	if rec.State != rotate.StateSucceeded {
+		t.Fatalf("rotation: %+v", rec)
+	}
+	data, version := v.KVGet(t, mount, "orders")
+	if data["username"] != userB || version != 2 {
+		t.Fatalf("published secret: version %d user %v", version, data["username"])
+	}
+	var who string
+	proxytest.Eventually(t, 5*time.Second, "the other proxy's session to move", func() bool {
+		return c.QueryRow(context.Background(), "SELECT session_user").Scan(&who) == nil && who == userB
+	})
+}
