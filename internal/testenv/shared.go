@@ -32,7 +32,7 @@ var (
 
 const sharedStartTimeout = 2 * time.Minute
 
-// stopper is a server StopAll stops: *Postgres or *Vault.
+// stopper is a server StopAll stops: *Postgres, *MariaDB or *Vault.
 type stopper interface{ Stop() error }
 
 func register(p stopper) {
