@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/credswap/credswap/creds"
 	"github.com/credswap/credswap/proxy/postgres"
@@ -70,15 +69,15 @@ func (p Postgres) SetPassword(ctx context.Context, admin creds.Credential, user,
 	if login {
 		with = "WITH LOGIN"
 	}
-	return p.exec(ctx, admin, fmt.Sprintf("ALTER ROLE %s %s PASSWORD %s", quoteIdent(user), with, quoteLiteral(v)))
+	return p.exec(ctx, admin, fmt.Sprintf("ALTER ROLE %s %s PASSWORD %s", postgres.QuoteIdent(user), with, postgres.QuoteLiteral(v)))
 }
 
 // Lock implements Database.
 func (p Postgres) Lock(ctx context.Context, admin creds.Credential, user string, terminate bool) error {
-	sql := fmt.Sprintf("ALTER ROLE %s WITH NOLOGIN", quoteIdent(user))
+	sql := fmt.Sprintf("ALTER ROLE %s WITH NOLOGIN", postgres.QuoteIdent(user))
 	if terminate {
 		sql += fmt.Sprintf("; SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = %s AND pid <> pg_catalog.pg_backend_pid()",
-			quoteLiteral(user))
+			postgres.QuoteLiteral(user))
 	}
 	return p.exec(ctx, admin, sql)
 }
@@ -86,12 +85,6 @@ func (p Postgres) Lock(ctx context.Context, admin creds.Credential, user string,
 // Verify implements Database.
 func (p Postgres) Verify(ctx context.Context, c creds.Credential) error {
 	return p.Dialer.Verify(ctx, c)
-}
-
-func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
-
-func quoteLiteral(s string) string {
-	return "E'" + strings.NewReplacer(`\`, `\\`, `'`, `''`).Replace(s) + "'"
 }
 
 // isRejected reports whether err is a refused login.

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/credswap/credswap/config"
+	"github.com/credswap/credswap/proxy/postgres"
 )
 
 func setupUsersCommand(configPath *string) *cobra.Command {
@@ -52,8 +53,8 @@ func printSetupSQL(w io.Writer, b config.Backend, owner string) error {
 	if owner == "" {
 		owner = strings.ReplaceAll(b.Name, "-", "_") + "_owner"
 	}
-	a, c := ident(r.Users[0]), ident(r.Users[1])
-	o := ident(owner)
+	a, c := postgres.QuoteIdent(r.Users[0]), postgres.QuoteIdent(r.Users[1])
+	o := postgres.QuoteIdent(owner)
 	fmt.Fprintf(w, `-- credswap setup-users %s: alternating-users on PostgreSQL.
 -- Run once as a superuser (or a role with CREATEROLE), then in every database
 -- the application uses run the REASSIGN line.
@@ -76,9 +77,6 @@ ALTER ROLE %s SET role = %s;
 -- of the first login to it (in each database) and grant further rights to
 -- the owner from now on.
 REASSIGN OWNED BY %s TO %s;
-`, b.Name, o, a, c, o, a, c, a, lit(owner), c, lit(owner), a, o)
+`, b.Name, o, a, c, o, a, c, a, postgres.QuoteLiteral(owner), c, postgres.QuoteLiteral(owner), a, o)
 	return nil
 }
-
-func ident(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
-func lit(s string) string   { return `'` + strings.ReplaceAll(s, `'`, `''`) + `'` }

@@ -79,10 +79,10 @@ func TestSingleStatement(t *testing.T) {
 }
 
 func TestQuoting(t *testing.T) {
-	if got := quoteLiteral(`a'b\c`); got != `E'a''b\\c'` {
+	if got := QuoteLiteral(`a'b\c`); got != `E'a''b\\c'` {
 		t.Errorf("quoteLiteral: %s", got)
 	}
-	if got := quoteIdent(`we"ird`); got != `"we""ird"` {
+	if got := QuoteIdent(`we"ird`); got != `"we""ird"` {
 		t.Errorf("quoteIdent: %s", got)
 	}
 	oids, err := parseOIDArray("{23,25}")

@@ -251,7 +251,7 @@ func (s *session) capture(ctx context.Context, c *serverConn) (*sessionState, er
 			if i > 0 {
 				b.WriteByte(',')
 			}
-			b.WriteString(quoteLiteral(n))
+			b.WriteString(QuoteLiteral(n))
 		}
 		b.WriteString("]::text[]) AS n;")
 		q += b.String()
@@ -335,7 +335,7 @@ func (s *session) replay(ctx context.Context, nb *serverConn, st *sessionState) 
 				sql.WriteString(", ")
 			}
 			first = false
-			fmt.Fprintf(&sql, "pg_catalog.set_config(%s, %s, false)", quoteLiteral(name), quoteLiteral(value))
+			fmt.Fprintf(&sql, "pg_catalog.set_config(%s, %s, false)", QuoteLiteral(name), QuoteLiteral(value))
 		}
 		for _, kv := range st.settings {
 			add(kv[0], kv[1])
@@ -358,7 +358,7 @@ func (s *session) replay(ctx context.Context, nb *serverConn, st *sessionState) 
 	}
 	for _, ch := range st.channels {
 		sql.WriteString("LISTEN ")
-		sql.WriteString(quoteIdent(ch))
+		sql.WriteString(QuoteIdent(ch))
 		sql.WriteString(";")
 	}
 
@@ -492,9 +492,9 @@ func parseOIDArray(s string) ([]uint32, error) {
 	return out, nil
 }
 
-// quoteLiteral quotes s as an escape string literal, valid whatever
-// standard_conforming_strings is.
-func quoteLiteral(s string) string {
+// QuoteLiteral quotes s as an escape string literal (E'…'), valid
+// whatever standard_conforming_strings is.
+func QuoteLiteral(s string) string {
 	var b strings.Builder
 	b.Grow(len(s) + 3)
 	b.WriteString("E'")
@@ -512,7 +512,7 @@ func quoteLiteral(s string) string {
 	return b.String()
 }
 
-// quoteIdent quotes s as an identifier.
-func quoteIdent(s string) string {
+// QuoteIdent quotes s as an identifier.
+func QuoteIdent(s string) string {
 	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
 }
