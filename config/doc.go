@@ -61,6 +61,10 @@
 //
 // # File paths
 //
+// The optional vault block configures the Vault client of vault-kv and
+// vault-db sources; a backend's rotation block configures the rotations
+// the proxy runs itself (package rotate).
+//
 // Relative paths in password_file, credential.path (source file),
 // admin.token_file, cert_file, key_file and ca_file are resolved against
 // ParseOptions.BaseDir; Load uses the configuration file's directory.

@@ -15,7 +15,12 @@
 // A [Source] reads the credential from where it is kept: [FileSource] (a
 // JSON file, or a directory with "username" and "password" files as
 // Kubernetes mounts a Secret), [EnvSource] (two environment variables) and
-// [NewStaticSource] (a fixed credential for tests and one-shot commands).
+// [NewStaticSource] (a fixed credential for tests and one-shot commands),
+// and the HashiCorp Vault sources sharing one logged-in [Vault] client:
+// [VaultKVSource] (KV v1 and v2, following versions),
+// [VaultDynamicSource] (database leases: renewed, replaced at two thirds
+// of their TTL, revoked through [Retirer] once no session uses them) and
+// [VaultStaticSource] (static roles, read again after Vault's rotation).
 // Fetch errors name what is wrong and where, never the content read. A
 // source that can notice changes also implements [Watcher]; its Watch calls
 // back, debounced and possibly spuriously, whenever a re-read may find
