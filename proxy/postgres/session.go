@@ -359,6 +359,10 @@ func (v *serverVisitor) visit(typ byte, n int, body []byte) (bool, error) {
 		if s.outstanding.Add(-1) < 0 {
 			s.outstanding.Store(0)
 		}
+		// ReadyForQuery means the server left any copy mode, whatever
+		// the client did (an error can end COPY FROM STDIN before the
+		// client sends CopyDone).
+		s.copyIn.Store(false)
 		v.rfq = true
 	case 'S':
 		if name, value, ok := parseParameterStatus(body); ok {
