@@ -353,3 +353,22 @@ func TestLoad(t *testing.T) {
 		}
 	})
 }
+
+// TestExamples parses every configuration in examples/ with the
+// environment variables they mention set.
+func TestExamples(t *testing.T) {
+	files, err := filepath.Glob("../examples/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no examples: %v", err)
+	}
+	env := envMap(map[string]string{"VAULT_TOKEN": "t", "ORDERS_ADMIN_USER": "u", "ORDERS_ADMIN_PASSWORD": "p"})
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Parse(b, ParseOptions{LookupEnv: env, BaseDir: filepath.Dir(f)}); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
