@@ -198,6 +198,23 @@ func printStatus(w io.Writer, st admin.StatusResponse) {
 			}
 			fmt.Fprintf(w, "  drain to generation %d: %s %s\n", d.Generation, state, formatCounts(d.Results))
 		}
+		if r := b.Rotation; r != nil {
+			sched := "schedule off"
+			if r.Schedule.Enabled {
+				sched = fmt.Sprintf("every %s, next %s", r.Schedule.Interval, r.Schedule.Next.Format(time.RFC3339))
+			}
+			fmt.Fprintf(w, "  rotation: %s, %s\n", r.Strategy, sched)
+			if r.Running != nil {
+				fmt.Fprintf(w, "    running: %s (%s → %s), %d phases done\n", r.Running.ID, r.Running.FromUser, r.Running.ToUser, len(r.Running.Phases))
+			}
+			if l := r.Last; l != nil {
+				fmt.Fprintf(w, "    last: %s %s (%s → %s) at %s", l.ID, l.State, l.FromUser, l.ToUser, l.EndedAt.Format(time.RFC3339))
+				if l.Error != "" {
+					fmt.Fprintf(w, ": %s", l.Error)
+				}
+				fmt.Fprintln(w)
+			}
+		}
 		for _, p := range b.PinnedSessions {
 			fmt.Fprintf(w, "  pinned: session %d (%s, user %s, db %s) on generation %d: %s since %s\n",
 				p.ID, p.Client, p.User, p.Database, p.Generation, p.PinReason, p.PinnedSince.Format(time.RFC3339))
