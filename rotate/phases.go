@@ -40,6 +40,11 @@ func (r *Rotator) prepare(ctx context.Context) (string, error) {
 		}
 	case "single-user", "vault-static":
 		p.NewUsername = cur.Username
+	case "dual-password":
+		if _, ok := r.o.DB.(DualPassworder); !ok {
+			return "", errors.New("dual-password needs MySQL or MariaDB")
+		}
+		p.NewUsername = cur.Username
 	default:
 		return "", fmt.Errorf("strategy %s is not available for this backend", r.strategy())
 	}
@@ -72,6 +77,12 @@ func (r *Rotator) apply(ctx context.Context) (string, error) {
 	admin, err := r.admin(ctx)
 	if err != nil {
 		return "", err
+	}
+	if dp, ok := r.o.DB.(DualPassworder); ok && r.strategy() == "dual-password" {
+		if err := dp.AddPassword(ctx, admin, p.NewUsername, p.OldPassword, p.NewPassword); err != nil {
+			return "", fmt.Errorf("adding a second password for %s as %s: %w", p.NewUsername, admin.Username, err)
+		}
+		return "second password added for " + p.NewUsername + " (the current one stays valid)", nil
 	}
 	if err := r.o.DB.SetPassword(ctx, admin, p.NewUsername, p.NewPassword, r.strategy() == "alternating-users"); err != nil {
 		return "", fmt.Errorf("setting the password of %s as %s: %w", p.NewUsername, admin.Username, err)
@@ -170,8 +181,20 @@ func (r *Rotator) drain(ctx context.Context) (string, error) {
 	return fmt.Sprintf("generation %d adopted, %s", gen, outcome), nil
 }
 
-// retire locks the previous user (alternating-users).
+// retire locks the previous user (alternating-users) or discards the old
+// password (dual-password).
 func (r *Rotator) retire(ctx context.Context) (string, error) {
+	if r.strategy() == "dual-password" {
+		p := r.pending()
+		admin, err := r.admin(ctx)
+		if err != nil {
+			return "", err
+		}
+		if err := r.o.DB.(DualPassworder).KeepOnly(ctx, admin, p.NewUsername, p.NewPassword); err != nil {
+			return "", fmt.Errorf("discarding the old password of %s: %w", p.NewUsername, err)
+		}
+		return "old password of " + p.NewUsername + " discarded", nil
+	}
 	if r.strategy() != "alternating-users" {
 		return "skipped", nil
 	}
@@ -248,6 +271,15 @@ func (r *Rotator) rollback(ctx context.Context) (string, error) {
 			return "", err
 		}
 		return p.NewUsername + " locked again", nil
+	case "dual-password":
+		admin, err := r.admin(ctx)
+		if err != nil {
+			return "", err
+		}
+		if err := r.o.DB.(DualPassworder).KeepOnly(ctx, admin, p.NewUsername, p.OldPassword); err != nil {
+			return "", err
+		}
+		return "only the previous password of " + p.NewUsername + " kept", nil
 	case "single-user":
 		admin, err := r.admin(ctx)
 		if err != nil {

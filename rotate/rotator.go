@@ -110,6 +110,14 @@ func New(o Options) (*Rotator, error) {
 	if path == "" {
 		path = "credswap-" + o.Backend.Name() + ".rotation.json"
 	}
+	if _, ok := o.DB.(MySQL); ok {
+		if err := checkMySQLAlphabet(o.Config.Password.Alphabet); err != nil {
+			return nil, err
+		}
+		if o.Admin == nil && o.Config.Strategy != "vault-static" {
+			return nil, errors.New("rotation on MySQL and MariaDB needs an admin_credential (changing accounts needs the CREATE USER privilege)")
+		}
+	}
 	j, err := openJournal(path)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,337 @@
+package rotate
+
+import (
+	"context"
+	"crypto/sha1"
+	"crypto/tls"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/credswap/credswap/creds"
+)
+
+// MySQL implements Database (and DualPassworder) for MySQL and MariaDB.
+// Administrative statements run over a fresh connection per call with the
+// backend's address and TLS settings.
+type MySQL struct {
+	// Addr is host:port of the database.
+	Addr string
+	// TLS secures the connection; nil sends plaintext.
+	TLS *tls.Config
+	// Timeout bounds dialing and each statement (default 10s).
+	Timeout time.Duration
+}
+
+// DualPassworder is a Database whose users can hold two passwords at once
+// (MySQL ≥ 8.0.14 RETAIN CURRENT PASSWORD; MariaDB ≥ 10.4 authentication
+// alternatives).
+type DualPassworder interface {
+	// AddPassword makes next valid for user alongside current.
+	AddPassword(ctx context.Context, admin creds.Credential, user, current, next string) error
+	// KeepOnly leaves password as user's only password.
+	KeepOnly(ctx context.Context, admin creds.Credential, user, password string) error
+}
+
+var _ DualPassworder = MySQL{}
+
+func (m MySQL) db(c creds.Credential) (*sql.DB, error) {
+	cfg := mysql.NewConfig()
+	cfg.User, cfg.Passwd = c.Username, c.Password
+	cfg.Net, cfg.Addr = "tcp", m.Addr
+	cfg.TLS = m.TLS
+	cfg.AllowNativePasswords = true
+	cfg.Timeout = m.timeout()
+	cfg.ReadTimeout, cfg.WriteTimeout = m.timeout(), m.timeout()
+	conn, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, err
+	}
+	db := sql.OpenDB(conn)
+	db.SetMaxOpenConns(1)
+	return db, nil
+}
+
+func (m MySQL) timeout() time.Duration {
+	if m.Timeout <= 0 {
+		return 10 * time.Second
+	}
+	return m.Timeout
+}
+
+// server describes the database a statement is written for.
+type server struct {
+	mariadb bool
+	version [3]int
+}
+
+// parseServerVersion reads VERSION(), such as "10.11.19-MariaDB-0+deb12u1"
+// or "8.0.36".
+func parseServerVersion(v string) server {
+	s := server{mariadb: strings.Contains(strings.ToLower(v), "mariadb")}
+	num := v
+	if i := strings.IndexFunc(v, func(r rune) bool { return r != '.' && (r < '0' || r > '9') }); i >= 0 {
+		num = v[:i]
+	}
+	for i, p := range strings.SplitN(num, ".", 3) {
+		s.version[i], _ = strconv.Atoi(p)
+	}
+	return s
+}
+
+func (s server) atLeast(major, minor, patch int) bool {
+	v := s.version
+	if v[0] != major {
+		return v[0] > major
+	}
+	if v[1] != minor {
+		return v[1] > minor
+	}
+	return v[2] >= patch
+}
+
+// session holds an admin connection with the server's kind and version.
+type mysqlSession struct {
+	db  *sql.DB
+	srv server
+}
+
+func (m MySQL) open(ctx context.Context, admin creds.Credential) (*mysqlSession, error) {
+	db, err := m.db(admin)
+	if err != nil {
+		return nil, err
+	}
+	var v string
+	if err := db.QueryRowContext(ctx, "SELECT VERSION()").Scan(&v); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connecting as %s: %w", admin.Username, classifyMySQLError(err))
+	}
+	return &mysqlSession{db: db, srv: parseServerVersion(v)}, nil
+}
+
+// account returns 'user'@'host' for user, which must exist for exactly
+// one host.
+func (s *mysqlSession) account(ctx context.Context, user string) (string, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT Host FROM mysql.user WHERE User = ?", user)
+	if err != nil {
+		return "", fmt.Errorf("looking up %s: %w", user, err)
+	}
+	defer rows.Close()
+	var hosts []string
+	for rows.Next() {
+		var h string
+		if err := rows.Scan(&h); err != nil {
+			return "", err
+		}
+		hosts = append(hosts, h)
+	}
+	switch len(hosts) {
+	case 0:
+		return "", fmt.Errorf("user %s does not exist", user)
+	case 1:
+		return mysqlAccount(user, hosts[0]), nil
+	}
+	return "", fmt.Errorf("user %s exists for %d hosts; credswap rotates accounts that exist for one host", user, len(hosts))
+}
+
+// CanLogin implements Database: the account is not locked.
+func (m MySQL) CanLogin(ctx context.Context, admin creds.Credential, user string) (bool, error) {
+	s, err := m.open(ctx, admin)
+	if err != nil {
+		return false, err
+	}
+	defer s.db.Close()
+	acct, err := s.account(ctx, user)
+	if err != nil {
+		return false, err
+	}
+	var create string
+	if err := s.db.QueryRowContext(ctx, "SHOW CREATE USER "+acct).Scan(&create); err != nil {
+		return false, err
+	}
+	return !strings.Contains(strings.ToUpper(create), "ACCOUNT LOCK"), nil
+}
+
+// SetPassword implements Database.
+func (m MySQL) SetPassword(ctx context.Context, admin creds.Credential, user, password string, login bool) error {
+	s, err := m.open(ctx, admin)
+	if err != nil {
+		return err
+	}
+	defer s.db.Close()
+	acct, err := s.account(ctx, user)
+	if err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, setPasswordSQL(s.srv, acct, password, login))
+	return err
+}
+
+// Lock implements Database.
+func (m MySQL) Lock(ctx context.Context, admin creds.Credential, user string, terminate bool) error {
+	s, err := m.open(ctx, admin)
+	if err != nil {
+		return err
+	}
+	defer s.db.Close()
+	acct, err := s.account(ctx, user)
+	if err != nil {
+		return err
+	}
+	if _, err := s.db.ExecContext(ctx, "ALTER USER "+acct+" ACCOUNT LOCK"); err != nil {
+		return err
+	}
+	if !terminate {
+		return nil
+	}
+	rows, err := s.db.QueryContext(ctx, "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ? AND ID <> CONNECTION_ID()", user)
+	if err != nil {
+		return err
+	}
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if rows.Scan(&id) == nil {
+			ids = append(ids, id)
+		}
+	}
+	rows.Close()
+	for _, id := range ids {
+		s.db.ExecContext(ctx, "KILL "+strconv.FormatInt(id, 10)) // gone already is fine
+	}
+	return nil
+}
+
+// Verify implements Database.
+func (m MySQL) Verify(ctx context.Context, c creds.Credential) error {
+	db, err := m.db(c)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(ctx, m.timeout())
+	defer cancel()
+	return classifyMySQLError(db.PingContext(ctx))
+}
+
+// AddPassword implements DualPassworder.
+func (m MySQL) AddPassword(ctx context.Context, admin creds.Credential, user, current, next string) error {
+	s, err := m.open(ctx, admin)
+	if err != nil {
+		return err
+	}
+	defer s.db.Close()
+	acct, err := s.account(ctx, user)
+	if err != nil {
+		return err
+	}
+	stmt, err := dualPasswordSQL(s.srv, acct, current, next)
+	if err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, stmt)
+	return err
+}
+
+// KeepOnly implements DualPassworder.
+func (m MySQL) KeepOnly(ctx context.Context, admin creds.Credential, user, password string) error {
+	s, err := m.open(ctx, admin)
+	if err != nil {
+		return err
+	}
+	defer s.db.Close()
+	acct, err := s.account(ctx, user)
+	if err != nil {
+		return err
+	}
+	for _, stmt := range keepOnlySQL(s.srv, acct, password) {
+		if _, err := s.db.ExecContext(ctx, stmt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setPasswordSQL sets one password. MariaDB gets the mysql_native_password
+// hash computed here, so the password appears in no server log; MySQL
+// rewrites IDENTIFIED BY in its logs itself.
+func setPasswordSQL(srv server, acct, password string, login bool) string {
+	var stmt string
+	if srv.mariadb {
+		stmt = "ALTER USER " + acct + " IDENTIFIED VIA mysql_native_password USING " + mysqlQuote(nativeHash(password))
+	} else {
+		stmt = "ALTER USER " + acct + " IDENTIFIED BY " + mysqlQuote(password)
+	}
+	if login {
+		stmt += " ACCOUNT UNLOCK"
+	}
+	return stmt
+}
+
+// dualPasswordSQL makes next valid alongside current (DESIGN, rotation
+// strategies: dual-password).
+func dualPasswordSQL(srv server, acct, current, next string) (string, error) {
+	switch {
+	case srv.mariadb && srv.atLeast(10, 4, 0):
+		return "ALTER USER " + acct + " IDENTIFIED VIA mysql_native_password USING " + mysqlQuote(nativeHash(current)) +
+			" OR mysql_native_password USING " + mysqlQuote(nativeHash(next)), nil
+	case !srv.mariadb && srv.atLeast(8, 0, 14):
+		return "ALTER USER " + acct + " IDENTIFIED BY " + mysqlQuote(next) + " RETAIN CURRENT PASSWORD", nil
+	}
+	return "", fmt.Errorf("dual passwords need MySQL 8.0.14 or MariaDB 10.4 or newer (server is %d.%d.%d)",
+		srv.version[0], srv.version[1], srv.version[2])
+}
+
+// keepOnlySQL leaves password as the only one.
+func keepOnlySQL(srv server, acct, password string) []string {
+	if srv.mariadb {
+		return []string{setPasswordSQL(srv, acct, password, false)}
+	}
+	// MySQL: make it the primary password (if it is not), then drop the
+	// secondary one.
+	return []string{
+		"ALTER USER " + acct + " IDENTIFIED BY " + mysqlQuote(password),
+		"ALTER USER " + acct + " DISCARD OLD PASSWORD",
+	}
+}
+
+// nativeHash is the mysql_native_password hash: "*" + hex(SHA1(SHA1(pw))).
+func nativeHash(password string) string {
+	h1 := sha1.Sum([]byte(password))
+	h2 := sha1.Sum(h1[:])
+	return "*" + strings.ToUpper(hex.EncodeToString(h2[:]))
+}
+
+// mysqlAccount quotes 'user'@'host'.
+func mysqlAccount(user, host string) string { return mysqlQuote(user) + "@" + mysqlQuote(host) }
+
+// mysqlQuote quotes a string literal for the default sql_mode (backslash
+// escapes on). Generated passwords never contain quotes or backslashes
+// (see checkMySQLAlphabet), so NO_BACKSLASH_ESCAPES does not matter for them.
+func mysqlQuote(s string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `''`).Replace(s) + "'"
+}
+
+// checkMySQLAlphabet refuses password alphabets whose characters would
+// depend on the server's sql_mode when quoted.
+func checkMySQLAlphabet(alphabet string) error {
+	if strings.ContainsAny(alphabet, "'\"\\`") {
+		return errors.New("password.alphabet must not contain quotes or backslashes for MySQL and MariaDB")
+	}
+	return nil
+}
+
+// classifyMySQLError wraps access denied (1045) with creds.ErrRejected.
+func classifyMySQLError(err error) error {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) && (me.Number == 1045 || me.Number == 4151 /* account locked */ || me.Number == 3118) {
+		return fmt.Errorf("%w: %w", creds.ErrRejected, err)
+	}
+	return err
+}
