@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -350,5 +351,27 @@ func TestVaultCleanEnvironment(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(v.Dir, "home", ".vault-token")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("token helper file: %v, want none (-dev-no-store-token)", err)
+	}
+}
+
+func TestVaultMariaDBDynamicCredentials(t *testing.T) {
+	v := testenv.VaultServer(t)
+	m := testenv.MariaDBServer(t)
+	db := m.CreateDatabase(t)
+	mount := v.UniqueMount(t, "mdb")
+	v.EnableDatabase(t, mount)
+	v.ConfigureMariaDB(t, mount, "maria", m, "app")
+	v.CreateMariaDBDynamicRole(t, mount, "app", "maria", db, time.Minute, 2*time.Minute)
+	c := v.DynamicCreds(t, mount, "app")
+	if c.Username == "" || c.Password == "" || c.LeaseID == "" {
+		t.Fatalf("credential: %+v", c.Username)
+	}
+	out, err := m.Command(context.Background(), "-h", "127.0.0.1", "-P", strconv.Itoa(m.Port), "-u", c.Username, "-p"+c.Password, "-N", "-e", "SELECT CURRENT_USER()", db).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), c.Username) {
+		t.Fatalf("login with the dynamic MariaDB user: %v\n%s", err, out)
+	}
+	v.RevokeLease(t, c.LeaseID)
+	if out, err := m.Command(context.Background(), "-h", "127.0.0.1", "-P", strconv.Itoa(m.Port), "-u", c.Username, "-p"+c.Password, "-e", "SELECT 1").CombinedOutput(); err == nil {
+		t.Fatalf("the revoked user still logs in: %s", out)
 	}
 }
