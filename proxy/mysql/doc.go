@@ -1,0 +1,50 @@
+// Package mysql is the MySQL and MariaDB side of credswap: the front end
+// that terminates client connections with go-mysql's server package (TLS,
+// caching_sha2_password and mysql_native_password against local users,
+// the database and connection attributes of the handshake), the back end
+// that logs in to the database with the current credential through
+// go-mysql's client package and takes over the raw connection, the packet
+// relay, and the live switch of a session to a new backend connection
+// with its state replayed.
+//
+// # Relay
+//
+// MySQL is a strict command/response protocol, so each session runs on
+// one goroutine: it waits for the client's next command without holding
+// a buffer, forwards its frames (4-byte header and payload, never decoded
+// beyond what the state machine needs), and relays the response frame by
+// frame, reading only packet headers: the status flags of OK and EOF
+// packets (IN_TRANS, MORE_RESULTS, CURSOR_EXISTS), column counts, and
+// PREPARE_OK. Statement ids are the proxy's own: PREPARE_OK carries an id
+// the session mints, and EXECUTE, FETCH, RESET, CLOSE and SEND_LONG_DATA
+// have it mapped to the backend's, so the client's ids survive switches.
+// The text of COM_QUERY is lexed for the few statements whose effect the
+// relay must know (temporary tables, GET_LOCK, LOCK TABLES, XA, HANDLER,
+// SQL PREPARE, KILL, user variables).
+//
+// Capabilities that change what goes over the wire (DEPRECATE_EOF,
+// QUERY_ATTRIBUTES, MULTI_STATEMENTS, MULTI_RESULTS, PS_MULTI_RESULTS,
+// SESSION_TRACK, FOUND_ROWS, IGNORE_SPACE, LOCAL_FILES) are negotiated
+// identically on both legs: the client's flags intersected with what the
+// proxy's greeting offered, which in turn is what the proxy supports and
+// the database announced. The greeting itself is go-mysql's with the
+// server version, connection id, capabilities and collation replaced.
+//
+// # Safe points and switches
+//
+// A session may change backend connections between commands when the
+// last status had IN_TRANS clear (and, with autocommit off, nothing ran
+// since COMMIT or ROLLBACK) and no SEND_LONG_DATA waits for its EXECUTE.
+// A switch (docs/swap.md) reads the session's changed variables, user
+// variables, current database and LAST_INSERT_ID() on the old connection
+// in one query, replays them on a warm connection of the new generation
+// in one pipelined round trip together with the SQL and protocol-level
+// prepared statements, and closes the old connection. Temporary tables,
+// GET_LOCK locks, LOCK TABLES, XA transactions, HANDLERs and open cursors
+// pin a session to its connection until they are gone.
+//
+// Connection ids in the greeting are minted by the proxy; KILL and
+// COM_PROCESS_KILL for them reach the session's current backend thread.
+// CONNECTION_ID() returns the backend's thread id, which changes with a
+// switch.
+package mysql

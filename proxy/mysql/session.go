@@ -1,0 +1,376 @@
+package mysql
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/credswap/credswap/creds"
+	"github.com/credswap/credswap/proxy"
+)
+
+// aLongTimeAgo is a deadline in the past, used to interrupt blocked I/O.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// pinState records why a session cannot move to a new backend connection.
+type pinState struct {
+	reason string
+	since  time.Time
+}
+
+// session is one authenticated client and its backend connection.
+//
+// Goroutines: MySQL is strictly command/response (the server never
+// speaks unasked), so one goroutine, the handler's, runs the session: it
+// waits for the client's next command without holding a buffer, forwards
+// it, and relays the response, holding mu from the command's first byte
+// to the response's last. A switch runs either on that goroutine before a
+// command or on a drain worker while the session waits for its client;
+// both hold mu, so the backend connection is only ever used by one of
+// them. Terminate may be called from any goroutine.
+type session struct {
+	h      *Handler
+	id     uint64
+	connID uint32 // proxy-minted connection id, sent in the greeting
+	lg     *zap.Logger
+	lgOnce sync.Once
+
+	client     net.Conn
+	clientAddr string
+	crd        connReader
+	// cbuf holds bytes read from the client; sbuf bytes read from the
+	// backend. Both belong to the session goroutine, and sbuf to a switch
+	// holding mu.
+	cbuf rbuf
+	sbuf rbuf
+	// caps are the capabilities negotiated with the client (the mirrored
+	// ones are identical on every backend connection of the session).
+	caps        uint32
+	database    string // the database of the handshake
+	params      dialParams
+	connectedAt time.Time
+	user        atomic.Pointer[string]
+
+	// wmu orders writes to the client between the session goroutine and
+	// Terminate. The fields below it are guarded by it.
+	wmu        sync.Mutex
+	inCommand  bool // a command is being relayed
+	outMid     bool // the client has received part of a packet
+	outSeq     byte // the sequence number the client expects next
+	errWritten bool // an ERR was sent by Terminate
+
+	// mu is held by the session goroutine while it relays one command, and
+	// by Switch and finish for their whole run. The fields below it are
+	// guarded by it.
+	mu           sync.Mutex
+	be           *serverConn
+	key          string
+	st           sessState
+	info         sqlInfo // scratch for scanSQL
+	rs           respScanner
+	closing      bool
+	lastPinCheck time.Time
+
+	gen        atomic.Uint64
+	status     atomic.Uint32 // status flags of the latest OK or EOF
+	thread     atomic.Uint32 // the backend's thread id (KILL)
+	busy       atomic.Bool   // a command is in flight
+	beConn     atomic.Pointer[net.Conn]
+	pin        atomic.Pointer[pinState]
+	terminated atomic.Bool
+	termErr    atomic.Pointer[myError]
+}
+
+var _ proxy.Session = (*session)(nil)
+
+// newSession creates the session of an authenticated client; it joins the
+// backend's registry when its relay runs.
+func (h *Handler) newSession(client net.Conn, connID uint32, user string, lg *login) *session {
+	s := &session{
+		h:           h,
+		id:          h.nextID.Add(1),
+		connID:      connID,
+		client:      client,
+		clientAddr:  client.RemoteAddr().String(),
+		crd:         newConnReader(client, &h.bufs),
+		caps:        lg.params.caps,
+		database:    lg.db,
+		params:      lg.params,
+		key:         lg.key,
+		connectedAt: time.Now(),
+		be:          lg.be,
+	}
+	s.user.Store(&user)
+	s.st.init(s.caps, lg.db)
+	s.setBackend(lg.be)
+	s.status.Store(uint32(lg.be.status))
+	h.connMu.Lock()
+	h.conns[connID] = s
+	h.connMu.Unlock()
+	return s
+}
+
+// setBackend makes c the session's backend connection.
+func (s *session) setBackend(c *serverConn) {
+	s.be = c
+	s.gen.Store(c.gen)
+	s.thread.Store(c.thread)
+	s.beConn.Store(&c.conn)
+}
+
+// log returns the session's logger (client, user, database, session id).
+func (s *session) log() *zap.Logger {
+	s.lgOnce.Do(func() {
+		s.lg = s.h.log.With(zap.String("client", s.clientAddr), zap.String("user", *s.user.Load()),
+			zap.String("database", s.database), zap.Uint64("session", s.id))
+	})
+	return s.lg
+}
+
+// ID implements proxy.Session.
+func (s *session) ID() uint64 { return s.id }
+
+// Generation implements proxy.Session.
+func (s *session) Generation() uint64 { return s.gen.Load() }
+
+// PoolKey implements proxy.Session.
+func (s *session) PoolKey() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.key
+}
+
+// Info implements proxy.Session.
+func (s *session) Info() proxy.SessionInfo {
+	info := proxy.SessionInfo{
+		ID:          s.id,
+		Client:      s.clientAddr,
+		User:        *s.user.Load(),
+		Database:    s.database,
+		Generation:  s.gen.Load(),
+		State:       s.state(),
+		ConnectedAt: s.connectedAt,
+	}
+	if p := s.pin.Load(); p != nil {
+		info.PinReason = p.reason
+		info.PinnedSince = p.since
+	}
+	return info
+}
+
+func (s *session) state() string {
+	switch {
+	case s.busy.Load():
+		return "active"
+	case uint16(s.status.Load())&statusInTrans != 0:
+		return "idle_in_transaction"
+	}
+	return "idle"
+}
+
+// DialSpare implements proxy.Session.
+func (s *session) DialSpare(ctx context.Context, gen *creds.Generation) (proxy.PooledConn, error) {
+	s.mu.Lock()
+	p, key := s.params, s.key
+	s.mu.Unlock()
+	return s.h.dial(ctx, gen, p, key)
+}
+
+// Terminate implements proxy.Session: a session waiting for its client
+// gets an ERR and is closed; one relaying a command is interrupted, and
+// its goroutine sends the ERR where the client can read it.
+func (s *session) Terminate(e *proxy.Error) {
+	s.terminate(errorFor(e), e.Code, true)
+}
+
+// terminate ends the session with me, counting code when count is set.
+func (s *session) terminate(me *myError, code proxy.Code, count bool) {
+	if !s.terminated.CompareAndSwap(false, true) {
+		return
+	}
+	s.termErr.Store(me)
+	if count {
+		s.h.b.CountClientError(code)
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if !s.inCommand {
+		// Sequence 1: the answer to whatever the client sends next.
+		s.client.SetWriteDeadline(time.Now().Add(time.Second))
+		s.client.Write(appendErr(nil, 1, me))
+		s.errWritten = true
+		s.client.Close()
+		return
+	}
+	s.client.SetReadDeadline(aLongTimeAgo)
+	if c := s.beConn.Load(); c != nil {
+		(*c).SetDeadline(aLongTimeAgo)
+	}
+}
+
+// run relays until either side ends, then releases everything.
+func (s *session) run(ctx context.Context) {
+	s.h.b.Sessions.Add(s) // the relay runs: the drain controller may see it
+	clean, err := s.clientLoop(ctx)
+	s.finish(clean, err)
+}
+
+// clientLoop reads commands from the client and relays each until the
+// client leaves (clean: COM_QUIT, or EOF between commands) or something
+// fails.
+func (s *session) clientLoop(ctx context.Context) (clean bool, err error) {
+	pool := &s.h.bufs
+	for {
+		if s.cbuf.n == 0 {
+			s.cbuf.release(pool)
+		}
+		if s.cbuf.n >= 4 {
+			n := frameLen(s.cbuf.buf)
+			if n == 0 {
+				return false, proxy.Errorf(proxy.CodeProtocolViolation, nil, "empty command packet")
+			}
+			if s.h.maxPayload > 0 && n > s.h.maxPayload {
+				return false, tooLarge(n)
+			}
+			if s.cbuf.n >= 4+n {
+				quit, err := s.command(ctx)
+				if err != nil || quit {
+					return quit, err
+				}
+				continue
+			}
+			s.cbuf.grow(4 + n)
+		}
+		if err := s.crd.fill(&s.cbuf); err != nil {
+			if s.cbuf.n == 0 && errors.Is(err, io.EOF) {
+				return true, nil
+			}
+			if s.terminated.Load() {
+				return false, nil
+			}
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				return false, nil // the client left mid-command
+			}
+			return false, err
+		}
+	}
+}
+
+func tooLarge(n int) *proxy.Error {
+	return proxy.Errorf(proxy.CodeMessageTooLarge, nil,
+		"Got a packet bigger than the proxy's max_message_size (%d bytes)", n)
+}
+
+// beginCommand marks a command in flight; the client's next expected
+// sequence number is seq+1.
+func (s *session) beginCommand(seq byte) {
+	s.wmu.Lock()
+	s.inCommand, s.outMid, s.outSeq = true, false, seq+1
+	s.wmu.Unlock()
+	s.busy.Store(true)
+}
+
+// endCommand marks the session waiting for its client again. After a
+// failure the command stays marked, so that finish answers it with the
+// sequence number the client expects.
+func (s *session) endCommand(err error) {
+	if err != nil {
+		return
+	}
+	s.wmu.Lock()
+	s.inCommand = false
+	s.wmu.Unlock()
+	s.busy.Store(false)
+}
+
+// writeClient sends p, bytes of the response to the current command.
+func (s *session) writeClient(p []byte, mid bool, nextSeq byte) error {
+	_, err := s.client.Write(p)
+	s.wmu.Lock()
+	s.outMid, s.outSeq = mid, nextSeq
+	s.wmu.Unlock()
+	return err
+}
+
+// reply sends a packet the proxy made as the complete answer to the
+// current command.
+func (s *session) reply(p []byte) error {
+	_, err := s.client.Write(p)
+	return err
+}
+
+// finish releases the session: the backend connection goes back to the
+// pool if the client left cleanly at a safe point with a current
+// connection, and is closed otherwise.
+func (s *session) finish(clean bool, cause error) {
+	me := s.termErr.Load()
+	if me == nil && cause != nil && !clean {
+		var pe *proxy.Error
+		if errors.As(cause, &pe) && s.terminated.CompareAndSwap(false, true) {
+			me = errorFor(pe)
+			s.termErr.Store(me)
+			s.h.b.CountClientError(pe.Code)
+			s.log().Info("closing session", zap.Error(cause))
+		} else {
+			s.log().Debug("session ended", zap.Error(cause))
+		}
+	}
+	if me != nil {
+		s.wmu.Lock()
+		if !s.errWritten && !s.outMid {
+			seq := byte(1)
+			if s.inCommand {
+				seq = s.outSeq
+			}
+			s.client.SetWriteDeadline(time.Now().Add(time.Second))
+			s.client.Write(appendErr(nil, seq, me))
+			s.errWritten = true
+		}
+		s.wmu.Unlock()
+	}
+	s.client.Close()
+
+	s.mu.Lock()
+	s.closing = true
+	be := s.be
+	cur := s.h.b.Store.Current()
+	reuse := clean && !s.terminated.Load() && !s.busy.Load() && s.safePoint() && cur != nil && be.gen == cur.N &&
+		s.cbuf.n == 0
+	key := s.key
+	s.mu.Unlock()
+	s.h.unregister(s)
+	s.h.b.Release()
+	s.cbuf.n = 0
+	s.cbuf.release(&s.h.bufs)
+	s.sbuf.n = 0
+	s.sbuf.release(&s.h.bufs)
+
+	if reuse && key == be.key && s.h.b.Pool.Len() < s.h.maxIdle {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := s.h.resetForPool(ctx, be, s.database)
+		cancel()
+		if err == nil && s.h.b.Pool.Put(be, cur.N) {
+			return
+		}
+		if err != nil {
+			s.log().Debug("backend connection not reusable", zap.Error(err))
+		}
+	}
+	be.Close()
+}
+
+// unregister forgets the session and its connection id.
+func (h *Handler) unregister(s *session) {
+	h.connMu.Lock()
+	if h.conns[s.connID] == s {
+		delete(h.conns, s.connID)
+	}
+	h.connMu.Unlock()
+	h.b.Sessions.Remove(s)
+}
