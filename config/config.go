@@ -105,6 +105,16 @@ type Backend struct {
 	Pool Pool `yaml:"pool"`
 	// Rotation configures password rotation run by the proxy (optional).
 	Rotation Rotation `yaml:"rotation"`
+	// LocalInfile controls LOAD DATA LOCAL INFILE (protocol mysql only).
+	LocalInfile LocalInfile `yaml:"local_infile"`
+}
+
+// LocalInfile controls LOAD DATA LOCAL INFILE through a mysql backend.
+type LocalInfile struct {
+	// Allow negotiates LOCAL_FILES with clients that ask for it (and with
+	// the database for them); otherwise the database refuses the
+	// statement with its own error. Default false.
+	Allow bool `yaml:"allow"`
 }
 
 // Rotation configures how the proxy rotates the backend password itself.
@@ -191,12 +201,15 @@ type Client struct {
 	// PasswordFile holds the password (trailing newline ignored).
 	PasswordFile string `yaml:"password_file"`
 	// PasswordHash is a PostgreSQL verifier: "SCRAM-SHA-256$<iter>:<salt>$<stored>:<server>"
-	// or "md5<32 hex digits>" (md5(password || user)).
+	// or "md5<32 hex digits>" (md5(password || user)). Not used by
+	// protocol mysql.
 	PasswordHash string `yaml:"password_hash"`
 	// Password is the password inline, typically "${ENV_VAR}".
 	Password string `yaml:"password"`
-	// Auth is the method the proxy asks this client for:
-	// scram-sha-256 (default), md5, or password (cleartext, only over TLS).
+	// Auth is the method the proxy asks this client for. PostgreSQL:
+	// scram-sha-256 (default), md5, or password (cleartext, only over
+	// TLS). MySQL: caching_sha2_password (default) or
+	// mysql_native_password.
 	Auth string `yaml:"auth"`
 }
 

@@ -25,6 +25,7 @@ const (
 	defaultPoolMaxIdle      = 16
 	defaultPoolIdleTimeout  = 10 * time.Minute
 	defaultClientAuth       = authSCRAM
+	defaultMySQLClientAuth  = authCachingSHA2
 
 	defaultVaultTimeout = 10 * time.Second
 	defaultAppRoleMount = "approle"
@@ -89,8 +90,12 @@ func applyDefaults(c *Config, given fieldSet) {
 		setDefault(given, &b.Limits.MaxMessageSize, ByteSize(defaultMaxMessageSize))
 		setDefault(given, &b.Pool.MaxIdle, defaultPoolMaxIdle)
 		setDefault(given, &b.Pool.IdleTimeout, Duration(defaultPoolIdleTimeout))
+		clientAuth := defaultClientAuth
+		if b.Protocol == protocolMySQL {
+			clientAuth = defaultMySQLClientAuth
+		}
 		for j := range b.Clients {
-			setDefault(given, &b.Clients[j].Auth, defaultClientAuth)
+			setDefault(given, &b.Clients[j].Auth, clientAuth)
 		}
 	}
 }

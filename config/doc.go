@@ -57,7 +57,8 @@
 //	backends[].limits                  max_client_conns 1000, handshake_timeout 10s,
 //	                                   connect_timeout 15s, max_message_size 64MiB
 //	backends[].pool                    max_idle 16, idle_timeout 10m
-//	backends[].clients[].auth          scram-sha-256
+//	backends[].clients[].auth          scram-sha-256 (protocol mysql: caching_sha2_password)
+//	backends[].local_infile.allow      false (protocol mysql only)
 //
 // # File paths
 //

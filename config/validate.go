@@ -21,6 +21,9 @@ const (
 	authMD5      = "md5"
 	authPassword = "password"
 
+	authCachingSHA2 = "caching_sha2_password"
+	authNative      = "mysql_native_password"
+
 	sourceFile    = "file"
 	sourceEnv     = "env"
 	sourceVaultKV = "vault-kv"
@@ -136,10 +139,19 @@ func (v *validator) backend(p string, b *Backend) {
 		if b.VerifyDatabase == "" {
 			v.bad(p+".verify_database", at(&b.VerifyDatabase), "must not be empty")
 		}
+		if b.LocalInfile.Allow {
+			v.bad(p+".local_infile.allow", v.line(&b.LocalInfile.Allow, &b.LocalInfile, b), "is only used by protocol mysql")
+		}
 	case protocolMySQL:
-		v.bad(p+".protocol", at(&b.Protocol), "protocol mysql is not supported by this build yet")
+		// A MySQL login needs no database: the test login connects to none.
+		if b.VerifyDatabase != "" || v.given.has(&b.VerifyDatabase) {
+			v.bad(p+".verify_database", at(&b.VerifyDatabase), "is only used by protocol postgres")
+		}
+		if b.Rotation.Enabled() {
+			v.bad(p+".rotation", at(&b.Rotation), "rotation for protocol mysql is not supported by this build yet")
+		}
 	default:
-		v.bad(p+".protocol", at(&b.Protocol), "must be postgres (mysql is not supported by this build yet)")
+		v.bad(p+".protocol", at(&b.Protocol), "must be postgres or mysql")
 	}
 
 	v.address(p+".listen", at(&b.Listen), b.Listen, true, false)
@@ -326,6 +338,18 @@ func (v *validator) clients(p string, b *Backend) {
 			v.bad(cp, at(c), "must set only one of password_file, password_hash and password")
 		}
 
+		if b.Protocol == protocolMySQL {
+			// go-mysql checks MySQL scrambles against the plaintext.
+			switch c.Auth {
+			case authCachingSHA2, authNative:
+			default:
+				v.bad(cp+".auth", at(&c.Auth), "must be one of caching_sha2_password, mysql_native_password (protocol mysql)")
+			}
+			if c.PasswordHash != "" {
+				v.bad(cp+".password_hash", at(&c.PasswordHash), "is not supported with protocol mysql (use password or password_file)")
+			}
+			continue
+		}
 		authOK := true
 		switch c.Auth {
 		case authSCRAM, authMD5:

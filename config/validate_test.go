@@ -65,8 +65,37 @@ func TestValidate(t *testing.T) {
 		{"duplicate name", func(d tree) { addBackend(d, backendTree("orders", "127.0.0.1:6433")) },
 			"backends[1].name", "duplicate backend name (also used by backends[0])"},
 		{"protocol missing", func(d tree) { delete(backend(d, 0), "protocol") }, "backends[0].protocol", "is required"},
-		{"protocol mysql", func(d tree) { backend(d, 0)["protocol"] = "mysql" }, "backends[0].protocol", "protocol mysql is not supported by this build yet"},
-		{"protocol unknown", func(d tree) { backend(d, 0)["protocol"] = "oracle" }, "backends[0].protocol", "must be postgres"},
+		{"protocol mysql", func(d tree) { backend(d, 0)["protocol"] = "mysql" }, "", ""},
+		{"protocol unknown", func(d tree) { backend(d, 0)["protocol"] = "oracle" }, "backends[0].protocol", "must be postgres or mysql"},
+		{"mysql verify_database", func(d tree) {
+			backend(d, 0)["protocol"] = "mysql"
+			backend(d, 0)["verify_database"] = "mysql"
+		}, "backends[0].verify_database", "is only used by protocol postgres"},
+		{"mysql auth native", func(d tree) {
+			backend(d, 0)["protocol"] = "mysql"
+			client(d, 0)["auth"] = "mysql_native_password"
+		}, "", ""},
+		{"mysql auth scram", func(d tree) {
+			backend(d, 0)["protocol"] = "mysql"
+			client(d, 0)["auth"] = "scram-sha-256"
+		}, "backends[0].clients[0].auth", "must be one of caching_sha2_password, mysql_native_password"},
+		{"mysql password_hash", func(d tree) {
+			backend(d, 0)["protocol"] = "mysql"
+			delete(client(d, 0), "password_file")
+			client(d, 0)["password_hash"] = "md5" + strings.Repeat("a", 32)
+		}, "backends[0].clients[0].password_hash", "is not supported with protocol mysql"},
+		{"mysql local_infile", func(d tree) {
+			backend(d, 0)["protocol"] = "mysql"
+			sub(backend(d, 0), "local_infile")["allow"] = true
+		}, "", ""},
+		{"postgres local_infile", func(d tree) { sub(backend(d, 0), "local_infile")["allow"] = true },
+			"backends[0].local_infile.allow", "is only used by protocol mysql"},
+		{"postgres auth caching_sha2", func(d tree) { client(d, 0)["auth"] = "caching_sha2_password" },
+			"backends[0].clients[0].auth", "must be one of scram-sha-256, md5, password"},
+		{"mysql rotation", func(d tree) {
+			backend(d, 0)["protocol"] = "mysql"
+			sub(backend(d, 0), "rotation")["strategy"] = "single-user"
+		}, "backends[0].rotation", "not supported by this build yet"},
 		{"verify_database empty", func(d tree) { backend(d, 0)["verify_database"] = "" }, "backends[0].verify_database", "must not be empty"},
 
 		// addresses

@@ -21,6 +21,7 @@ import (
 	"github.com/credswap/credswap/config"
 	"github.com/credswap/credswap/creds"
 	"github.com/credswap/credswap/proxy"
+	"github.com/credswap/credswap/proxy/mysql"
 	"github.com/credswap/credswap/proxy/postgres"
 	"github.com/credswap/credswap/rotate"
 )
@@ -52,12 +53,13 @@ type App struct {
 }
 
 type backend struct {
-	cfg     config.Backend
-	store   *creds.Store
-	rt      *proxy.Backend
-	handler *postgres.Handler
-	server  *proxy.Server
-	rotator *rotate.Rotator
+	cfg   config.Backend
+	store *creds.Store
+	rt    *proxy.Backend
+	// setUsers replaces the protocol handler's local logins.
+	setUsers func(clients []config.Client) error
+	server   *proxy.Server
+	rotator  *rotate.Rotator
 }
 
 // Start builds everything from cfg, opens every listener and starts
@@ -186,6 +188,39 @@ func newSource(c config.Credential, v *creds.Vault, log *zap.Logger) (creds.Sour
 	return nil, fmt.Errorf("credential source %q is not supported", c.Source)
 }
 
+// NewMySQLDialer builds the MySQL dialer a backend with protocol mysql
+// uses for sessions and test logins.
+func NewMySQLDialer(bc config.Backend) (*mysql.Dialer, error) {
+	upTLS, err := proxy.UpstreamTLSConfig(bc.UpstreamTLS, bc.Upstream)
+	if err != nil {
+		return nil, err
+	}
+	return mysql.NewDialer(mysql.DialerOptions{
+		Upstream: bc.Upstream,
+		TLS:      upTLS,
+		Timeout:  min(bc.Limits.ConnectTimeout.D(), 10*time.Second),
+	})
+}
+
+// verifier returns the test login of a backend's protocol.
+func verifier(bc config.Backend) (creds.VerifyFunc, error) {
+	switch bc.Protocol {
+	case "postgres":
+		d, err := NewDialer(bc)
+		if err != nil {
+			return nil, err
+		}
+		return d.Verify, nil
+	case "mysql":
+		d, err := NewMySQLDialer(bc)
+		if err != nil {
+			return nil, err
+		}
+		return d.Verify, nil
+	}
+	return nil, fmt.Errorf("protocol %q is not supported", bc.Protocol)
+}
+
 // NewDialer builds the PostgreSQL dialer a backend uses for sessions and
 // test logins.
 func NewDialer(bc config.Backend) (*postgres.Dialer, error) {
@@ -203,12 +238,25 @@ func NewDialer(bc config.Backend) (*postgres.Dialer, error) {
 
 func (a *App) startBackend(ctx context.Context, bc config.Backend, metrics *proxy.Metrics) (*backend, error) {
 	log := a.log.With(zap.String("backend", bc.Name))
-	if bc.Protocol != "postgres" {
+	var (
+		pgDialer *postgres.Dialer
+		myDialer *mysql.Dialer
+		verify   creds.VerifyFunc
+		err      error
+	)
+	switch bc.Protocol {
+	case "postgres":
+		if pgDialer, err = NewDialer(bc); err != nil {
+			return nil, err
+		}
+		verify = pgDialer.Verify
+	case "mysql":
+		if myDialer, err = NewMySQLDialer(bc); err != nil {
+			return nil, err
+		}
+		verify = myDialer.Verify
+	default:
 		return nil, fmt.Errorf("protocol %q is not supported", bc.Protocol)
-	}
-	dialer, err := NewDialer(bc)
-	if err != nil {
-		return nil, err
 	}
 	src, err := newSource(bc.Credential, a.vault, log)
 	if err != nil {
@@ -216,7 +264,7 @@ func (a *App) startBackend(ctx context.Context, bc config.Backend, metrics *prox
 	}
 	store := creds.NewStore(creds.StoreOptions{
 		Source:          src,
-		Verify:          dialer.Verify,
+		Verify:          verify,
 		RefreshInterval: bc.Credential.RefreshInterval.D(),
 		Logger:          log.Named("creds"),
 	})
@@ -250,30 +298,70 @@ func (a *App) startBackend(ctx context.Context, bc config.Backend, metrics *prox
 		store.Stop()
 		return nil, err
 	}
-	users, err := postgres.LoadUsers(bc.Clients)
-	if err != nil {
-		return fail(err)
-	}
 	clientTLS, err := proxy.ClientTLSConfig(bc.ClientTLS)
 	if err != nil {
 		return fail(err)
 	}
-	b.handler, err = postgres.NewHandler(postgres.Options{
-		Backend:          b.rt,
-		Dialer:           dialer,
-		Users:            users,
-		ClientTLS:        clientTLS,
-		TLSRequired:      bc.ClientTLS.Required,
-		HandshakeTimeout: bc.Limits.HandshakeTimeout.D(),
-		MaxMessageSize:   bc.Limits.MaxMessageSize.Int(),
-		MaxIdle:          bc.Pool.MaxIdle,
-		Loops:            a.loops,
-		Logger:           log,
-	})
-	if err != nil {
-		return fail(err)
+	var handler proxy.Handler
+	switch bc.Protocol {
+	case "postgres":
+		users, err := postgres.LoadUsers(bc.Clients)
+		if err != nil {
+			return fail(err)
+		}
+		h, err := postgres.NewHandler(postgres.Options{
+			Backend:          b.rt,
+			Dialer:           pgDialer,
+			Users:            users,
+			ClientTLS:        clientTLS,
+			TLSRequired:      bc.ClientTLS.Required,
+			HandshakeTimeout: bc.Limits.HandshakeTimeout.D(),
+			MaxMessageSize:   bc.Limits.MaxMessageSize.Int(),
+			MaxIdle:          bc.Pool.MaxIdle,
+			Loops:            a.loops,
+			Logger:           log,
+		})
+		if err != nil {
+			return fail(err)
+		}
+		handler = h
+		b.setUsers = func(clients []config.Client) error {
+			users, err := postgres.LoadUsers(clients)
+			if err == nil {
+				h.SetUsers(users)
+			}
+			return err
+		}
+	case "mysql":
+		users, err := mysql.LoadUsers(bc.Clients)
+		if err != nil {
+			return fail(err)
+		}
+		h, err := mysql.NewHandler(mysql.Options{
+			Backend:          b.rt,
+			Dialer:           myDialer,
+			Users:            users,
+			ClientTLS:        clientTLS,
+			TLSRequired:      bc.ClientTLS.Required,
+			HandshakeTimeout: bc.Limits.HandshakeTimeout.D(),
+			MaxMessageSize:   bc.Limits.MaxMessageSize.Int(),
+			MaxIdle:          bc.Pool.MaxIdle,
+			LocalInfile:      bc.LocalInfile.Allow,
+			Logger:           log,
+		})
+		if err != nil {
+			return fail(err)
+		}
+		handler = h
+		b.setUsers = func(clients []config.Client) error {
+			users, err := mysql.LoadUsers(clients)
+			if err == nil {
+				h.SetUsers(users)
+			}
+			return err
+		}
 	}
-	b.server = proxy.NewServer(b.rt, b.handler)
+	b.server = proxy.NewServer(b.rt, handler)
 	if err := b.server.Listen(bc.Listen); err != nil {
 		return fail(err)
 	}
@@ -357,11 +445,8 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 		if nb.Listen != b.cfg.Listen || nb.Upstream != b.cfg.Upstream || nb.UpstreamTLS != b.cfg.UpstreamTLS || nb.ClientTLS != b.cfg.ClientTLS {
 			errs = append(errs, fmt.Errorf("backend %s: listen, upstream and TLS changes need a restart", nb.Name))
 		}
-		users, err := postgres.LoadUsers(nb.Clients)
-		if err != nil {
+		if err := b.setUsers(nb.Clients); err != nil {
 			errs = append(errs, fmt.Errorf("backend %s: %w", nb.Name, err))
-		} else {
-			b.handler.SetUsers(users)
 		}
 		if !reflect.DeepEqual(nb.Credential, b.cfg.Credential) {
 			src, err := newSource(nb.Credential, a.vault, a.log.With(zap.String("backend", nb.Name)))
@@ -420,7 +505,7 @@ func (a *App) Shutdown(ctx context.Context) {
 // CheckBackend reads the backend's credential source once and performs a
 // test login with it. v is the Vault client for vault sources (nil if none).
 func CheckBackend(ctx context.Context, bc config.Backend, v *creds.Vault) error {
-	dialer, err := NewDialer(bc)
+	verify, err := verifier(bc)
 	if err != nil {
 		return err
 	}
@@ -434,7 +519,7 @@ func CheckBackend(ctx context.Context, bc config.Backend, v *creds.Vault) error 
 	if err != nil {
 		return fmt.Errorf("reading credential: %w", err)
 	}
-	if err := dialer.Verify(ctx, c); err != nil {
+	if err := verify(ctx, c); err != nil {
 		return fmt.Errorf("test login as %s: %w", c.Username, err)
 	}
 	return nil

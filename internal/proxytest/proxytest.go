@@ -1,6 +1,6 @@
 // Package proxytest runs a complete credswap proxy in-process in front of
-// a throwaway PostgreSQL from internal/testenv, for end-to-end tests with
-// real clients.
+// a throwaway PostgreSQL or MariaDB from internal/testenv, for end-to-end
+// tests with real clients.
 package proxytest
 
 import (
@@ -30,10 +30,14 @@ import (
 	"github.com/credswap/credswap/proxy"
 )
 
-// Proxy is a running proxy with one backend named "pg".
+// Proxy is a running proxy with one backend, named "pg" (Start, protocol
+// postgres) or "my" (StartMySQL, protocol mysql).
 type Proxy struct {
-	App    *app.App
-	PG     *testenv.Postgres
+	App *app.App
+	// PG is the PostgreSQL server behind a proxy made by Start.
+	PG *testenv.Postgres
+	// Maria is the MariaDB server behind a proxy made by StartMySQL.
+	Maria  *testenv.MariaDB
 	Config *config.Config
 	Dir    string
 	// Host and Port are where clients connect.
@@ -47,6 +51,8 @@ type Proxy struct {
 	CredFile string
 	// Logs holds everything the proxy logged, at debug level.
 	Logs *LogBuffer
+	// name is the backend's name.
+	name string
 }
 
 // Option adjusts the configuration before the proxy starts.
@@ -63,8 +69,25 @@ func Random(n int) string {
 // user and password. It is shut down when the test ends.
 func Start(t testing.TB, pg *testenv.Postgres, user, password string, opts ...Option) *Proxy {
 	t.Helper()
+	p := start(t, "pg", "postgres", pg.Addr(), user, password, opts)
+	p.PG = pg
+	return p
+}
+
+// StartMySQL runs a proxy with protocol mysql in front of maria whose
+// backend credential file holds user and password. It is shut down when
+// the test ends.
+func StartMySQL(t testing.TB, maria *testenv.MariaDB, user, password string, opts ...Option) *Proxy {
+	t.Helper()
+	p := start(t, "my", "mysql", maria.Addr(), user, password, opts)
+	p.Maria = maria
+	return p
+}
+
+func start(t testing.TB, name, protocol, upstream, user, password string, opts []Option) *Proxy {
+	t.Helper()
 	dir := t.TempDir()
-	p := &Proxy{PG: pg, Dir: dir, ClientUser: "app", ClientPassword: "local-" + Random(8), CredFile: filepath.Join(dir, "credential.json")}
+	p := &Proxy{Dir: dir, ClientUser: "app", ClientPassword: "local-" + Random(8), CredFile: filepath.Join(dir, "credential.json"), name: name}
 	if err := os.WriteFile(filepath.Join(dir, "app-password"), []byte(p.ClientPassword+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -73,15 +96,15 @@ func Start(t testing.TB, pg *testenv.Postgres, user, password string, opts ...Op
 admin: {listen: "127.0.0.1:0"}
 shutdown_timeout: 5s
 backends:
-  - name: pg
-    protocol: postgres
+  - name: %s
+    protocol: %s
     listen: "127.0.0.1:0"
     upstream: %q
     clients:
       - {user: app, password_file: app-password}
     credential: {source: file, path: credential.json, refresh_interval: 1h}
     drain_deadline: 30s
-`, pg.Addr())
+`, name, protocol, upstream)
 	cfg, err := config.Parse([]byte(yaml), config.ParseOptions{BaseDir: dir, LookupEnv: func(string) (string, bool) { return "", false }})
 	if err != nil {
 		t.Fatalf("proxy config: %v", err)
@@ -105,7 +128,7 @@ backends:
 			t.Logf("proxy log tail:\n%s", p.Logs.Tail(60))
 		}
 	})
-	host, port, _ := net.SplitHostPort(a.ListenAddr("pg"))
+	host, port, _ := net.SplitHostPort(a.ListenAddr(name))
 	p.Host = host
 	p.Port, _ = strconv.Atoi(port)
 	p.AdminURL = "http://" + a.AdminAddr()
@@ -127,7 +150,28 @@ func (p *Proxy) WriteCredential(t testing.TB, user, password string) {
 }
 
 // Backend returns the proxy's backend runtime.
-func (p *Proxy) Backend() *proxy.Backend { return p.App.Backend("pg") }
+func (p *Proxy) Backend() *proxy.Backend { return p.App.Backend(p.name) }
+
+// DSN is a go-sql-driver/mysql data source name for the local login to
+// db, with params (such as "interpolateParams=false&multiStatements=true")
+// appended.
+func (p *Proxy) DSN(db, params string) string {
+	dsn := fmt.Sprintf("%s:%s@tcp(%s)/%s", p.ClientUser, p.ClientPassword, net.JoinHostPort(p.Host, strconv.Itoa(p.Port)), db)
+	if params != "" {
+		dsn += "?" + params
+	}
+	return dsn
+}
+
+// MariaDBArgs are the arguments for the mariadb CLI (testenv's
+// MariaDB.Command) to log in through the proxy to db over TCP.
+func (p *Proxy) MariaDBArgs(db string) []string {
+	args := []string{"--protocol=TCP", "-h", p.Host, "-P", strconv.Itoa(p.Port), "-u", p.ClientUser, "-p" + p.ClientPassword}
+	if db != "" {
+		args = append(args, "-D", db)
+	}
+	return args
+}
 
 // ConnString is a keyword/value connection string for the local login.
 func (p *Proxy) ConnString(db string) string {
