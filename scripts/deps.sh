@@ -2,7 +2,8 @@
 # Installs what credswap's tests and benchmarks need on a Debian machine and
 # fails loudly if a required program is still missing afterwards.
 #
-#   scripts/deps.sh            # test dependencies (PostgreSQL server and clients)
+#   scripts/deps.sh            # test dependencies: PostgreSQL and MariaDB servers
+#                              # and clients, sysbench
 #   scripts/deps.sh bench      # plus pgbouncer for the benchmarks
 set -euo pipefail
 
@@ -19,6 +20,11 @@ for prog in initdb postgres pgbench; do
   if [ -z "$bindir" ] || [ ! -x "$bindir/$prog" ]; then need_pkgs+=(postgresql); break; fi
 done
 command -v psql >/dev/null 2>&1 || need_pkgs+=(postgresql-client)
+# MariaDB: testenv runs mariadb-install-db and mariadbd from these packages.
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
+{ have mariadbd && have mariadb-install-db; } || need_pkgs+=(mariadb-server)
+have mariadb || need_pkgs+=(mariadb-client)
+have sysbench || need_pkgs+=(sysbench)
 if [ "${1:-}" = "bench" ]; then
   command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || need_pkgs+=(pgbouncer)
 fi
@@ -35,6 +41,9 @@ missing=()
 for prog in initdb postgres pgbench psql; do
   [ -n "$bindir" ] && [ -x "$bindir/$prog" ] || missing+=("$prog")
 done
+for prog in mariadbd mariadb-install-db mariadb sysbench; do
+  have "$prog" || missing+=("$prog")
+done
 if [ "${1:-}" = "bench" ]; then
   command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 fi
@@ -43,4 +52,4 @@ if [ ${#missing[@]} -gt 0 ]; then
   exit 1
 fi
 command -v go >/dev/null 2>&1 || { echo "deps: go is not on PATH" >&2; exit 1; }
-echo "deps: PostgreSQL binaries in $bindir" >&2
+echo "deps: PostgreSQL binaries in $bindir; MariaDB $(mariadbd --version 2>/dev/null | awk '{print $3}' || /usr/sbin/mariadbd --version | awk '{print $3}'); $(sysbench --version)" >&2
