@@ -258,8 +258,8 @@ type sqlInfo struct {
 	userVars   []string // user variable names referenced
 	use        string   // the database of the last USE statement
 	useSeen    bool
-	endTxn     bool     // a COMMIT or ROLLBACK statement (not to a savepoint)
-	other      bool     // some statement that is neither COMMIT nor ROLLBACK
+	endTxn     bool // a COMMIT or ROLLBACK statement (not to a savepoint)
+	other      bool // some statement that is neither COMMIT nor ROLLBACK
 }
 
 // sqlPrepare is one SQL PREPARE statement.
