@@ -147,9 +147,6 @@ func (v *validator) backend(p string, b *Backend) {
 		if b.VerifyDatabase != "" || v.given.has(&b.VerifyDatabase) {
 			v.bad(p+".verify_database", at(&b.VerifyDatabase), "is only used by protocol postgres")
 		}
-		if b.Rotation.Enabled() {
-			v.bad(p+".rotation", at(&b.Rotation), "rotation for protocol mysql is not supported by this build yet")
-		}
 	default:
 		v.bad(p+".protocol", at(&b.Protocol), "must be postgres or mysql")
 	}

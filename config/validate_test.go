@@ -94,8 +94,10 @@ func TestValidate(t *testing.T) {
 			"backends[0].clients[0].auth", "must be one of scram-sha-256, md5, password"},
 		{"mysql rotation", func(d tree) {
 			backend(d, 0)["protocol"] = "mysql"
-			sub(backend(d, 0), "rotation")["strategy"] = "single-user"
-		}, "backends[0].rotation", "not supported by this build yet"},
+			sub(backend(d, 0), "rotation")["strategy"] = "dual-password"
+		}, "", ""},
+		{"postgres dual-password", func(d tree) { sub(backend(d, 0), "rotation")["strategy"] = "dual-password" },
+			"backends[0].rotation.strategy", "dual-password needs protocol mysql"},
 		{"verify_database empty", func(d tree) { backend(d, 0)["verify_database"] = "" }, "backends[0].verify_database", "must not be empty"},
 
 		// addresses

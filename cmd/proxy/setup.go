@@ -20,7 +20,8 @@ func setupUsersCommand(configPath *string) *cobra.Command {
 		Long: "setup-users prints the statements an administrator runs once before the first\n" +
 			"alternating-users rotation: a NOLOGIN owner role both logins belong to and act as\n" +
 			"(ALTER ROLE … SET role), so that objects keep one owner whichever login created them,\n" +
-			"and the second login with the same rights. See docs/rotation.md.",
+			"and the second login with the same rights. For protocol mysql: a role holding the\n" +
+			"rights, the default role of both logins, the second login locked. See docs/rotation.md.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if *configPath == "" {
@@ -47,11 +48,12 @@ func printSetupSQL(w io.Writer, b config.Backend, owner string) error {
 	if r.Strategy != "alternating-users" || len(r.Users) != 2 {
 		return fmt.Errorf("backend %s: setup-users is for rotation.strategy alternating-users with two users", b.Name)
 	}
-	if b.Protocol != "postgres" {
-		return fmt.Errorf("backend %s: setup-users supports PostgreSQL backends", b.Name)
-	}
 	if owner == "" {
 		owner = strings.ReplaceAll(b.Name, "-", "_") + "_owner"
+	}
+	if b.Protocol == "mysql" {
+		printMySQLSetupSQL(w, b, owner)
+		return nil
 	}
 	a, c := postgres.QuoteIdent(r.Users[0]), postgres.QuoteIdent(r.Users[1])
 	o := postgres.QuoteIdent(owner)
@@ -79,4 +81,37 @@ ALTER ROLE %s SET role = %s;
 REASSIGN OWNED BY %s TO %s;
 `, b.Name, o, a, c, o, a, c, a, postgres.QuoteLiteral(owner), c, postgres.QuoteLiteral(owner), a, o)
 	return nil
+}
+
+// printMySQLSetupSQL prints the MySQL/MariaDB form: a role holds the
+// rights and is the default role of both logins; the second login starts
+// locked until the first rotation unlocks it.
+func printMySQLSetupSQL(w io.Writer, b config.Backend, owner string) {
+	q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+	r := b.Rotation
+	a, c, o := q(r.Users[0])+"@'%'", q(r.Users[1])+"@'%'", q(owner)
+	fmt.Fprintf(w, `-- credswap setup-users %s: alternating-users on MySQL 8 / MariaDB 10.4+.
+-- Run once as an administrator. Use the accounts' real host instead of '%%'
+-- if they are not for any host (credswap looks the host up by user name;
+-- each user must exist for one host only).
+
+-- A role holds the application's rights; grant to it from now on.
+CREATE ROLE %s;
+-- GRANT SELECT, INSERT, UPDATE, DELETE ON app_db.* TO %s;   -- the rights the application needs
+
+-- The two logins. The second stays locked until the first rotation sets
+-- its password and unlocks it.
+CREATE USER IF NOT EXISTS %s;
+CREATE USER IF NOT EXISTS %s ACCOUNT LOCK;
+GRANT %s TO %s, %s;
+
+-- Make the role active at login. MariaDB:
+SET DEFAULT ROLE %s FOR %s;
+SET DEFAULT ROLE %s FOR %s;
+-- MySQL 8 instead:
+--   SET DEFAULT ROLE %s TO %s, %s;
+
+-- Views and routines keep working whichever login is in use: a locked
+-- account still works as their DEFINER.
+`, b.Name, o, o, a, c, o, a, c, o, a, o, c, o, a, c)
 }

@@ -369,7 +369,7 @@ func (a *App) startBackend(ctx context.Context, bc config.Backend, metrics *prox
 }
 
 func (a *App) newRotator(bc config.Backend, b *backend, m *rotate.Metrics, after func(string)) (*rotate.Rotator, error) {
-	dialer, err := NewDialer(bc)
+	db, err := rotationDB(bc)
 	if err != nil {
 		return nil, err
 	}
@@ -383,7 +383,7 @@ func (a *App) newRotator(bc config.Backend, b *backend, m *rotate.Metrics, after
 		Backend:       b.rt,
 		Config:        bc.Rotation,
 		Credential:    bc.Credential,
-		DB:            rotate.Postgres{Dialer: dialer},
+		DB:            db,
 		Admin:         adminSrc,
 		Vault:         a.vault,
 		DrainDeadline: bc.DrainDeadline.D(),
@@ -391,6 +391,25 @@ func (a *App) newRotator(bc config.Backend, b *backend, m *rotate.Metrics, after
 		Metrics:       m,
 		AfterPhase:    after,
 	})
+}
+
+// rotationDB is the database a backend's rotations change passwords in.
+func rotationDB(bc config.Backend) (rotate.Database, error) {
+	switch bc.Protocol {
+	case "postgres":
+		dialer, err := NewDialer(bc)
+		if err != nil {
+			return nil, err
+		}
+		return rotate.Postgres{Dialer: dialer}, nil
+	case "mysql":
+		upTLS, err := proxy.UpstreamTLSConfig(bc.UpstreamTLS, bc.Upstream)
+		if err != nil {
+			return nil, err
+		}
+		return rotate.MySQL{Addr: bc.Upstream, TLS: upTLS, Timeout: min(bc.Limits.ConnectTimeout.D(), 10*time.Second)}, nil
+	}
+	return nil, fmt.Errorf("protocol %q is not supported", bc.Protocol)
 }
 
 // Rotator returns the rotator of the backend named name, or nil.
