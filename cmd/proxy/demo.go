@@ -29,30 +29,55 @@ import (
 
 func demoCommand() *cobra.Command {
 	var rotations, clients int
+	var databases []string
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "A self-contained tour: a throwaway PostgreSQL, credswap in front, client load, live rotations",
+		Short: "A self-contained tour: throwaway PostgreSQL and MariaDB, credswap in front, client load, live rotations",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return runDemo(ctx, cmd.OutOrStdout(), rotations, clients)
+			return runDemo(ctx, cmd.OutOrStdout(), databases, rotations, clients)
 		},
 	}
-	cmd.Flags().IntVar(&rotations, "rotations", 3, "rotations to run")
+	cmd.Flags().IntVar(&rotations, "rotations", 3, "rotations to run on each database")
 	cmd.Flags().IntVar(&clients, "clients", 8, "client sessions running queries throughout")
+	cmd.Flags().StringSliceVar(&databases, "databases", []string{"postgres", "mariadb"}, "databases to run the tour on: postgres, mariadb")
 	return cmd
 }
 
-// runDemo starts PostgreSQL from the local binaries with two alternating
-// logins, runs credswap in front of it and a steady client load through
-// it, rotates the password several times with live progress, and prints a
-// summary.
-func runDemo(ctx context.Context, out io.Writer, rotations, clients int) (err error) {
-	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
+// runDemo runs the tour on each of databases in turn.
+func runDemo(ctx context.Context, out io.Writer, databases []string, rotations, clients int) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
+	for i, d := range databases {
+		if i > 0 {
+			say("")
+		}
+		var err error
+		switch d {
+		case "postgres":
+			err = runPostgresDemo(ctx, say, rotations, clients)
+		case "mariadb":
+			err = runMariaDBDemo(ctx, say, rotations, clients)
+		default:
+			err = fmt.Errorf("unknown database %q (postgres, mariadb)", d)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// runPostgresDemo starts PostgreSQL from the local binaries with two
+// alternating logins, runs credswap in front of it and a steady client
+// load through it, rotates the password several times with live progress,
+// and prints a summary.
+func runPostgresDemo(ctx context.Context, say func(string, ...any), rotations, clients int) (err error) {
+	say("== PostgreSQL: alternating-users ==")
 	say("starting a throwaway PostgreSQL from the local binaries…")
 	pg, err := testenv.StartPostgres(ctx, testenv.PostgresOptions{})
 	if err != nil {
@@ -138,23 +163,50 @@ backends:
 	if err != nil {
 		return err
 	}
+	return demoLoad(ctx, say, a, "orders", rotations, clients, func(ctx context.Context) (demoSession, error) {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			return demoSession{}, err
+		}
+		return demoSession{
+			insert: func(ctx context.Context, client int) error {
+				var n int64
+				return conn.QueryRow(ctx, "INSERT INTO events (client) VALUES ($1) RETURNING id", client).Scan(&n)
+			},
+			close: func() { conn.Close(context.Background()) },
+		}, nil
+	})
+}
 
+// demoSession is one client connection of the demo's load.
+type demoSession struct {
+	insert func(ctx context.Context, client int) error
+	close  func()
+}
+
+// demoLoad runs clients sessions inserting rows through backend name of a
+// while rotating its password rotations times, printing each rotation's
+// phases, and fails if any query failed.
+func demoLoad(ctx context.Context, say func(string, ...any), a *app.App, name string, rotations, clients int, open func(context.Context) (demoSession, error)) error {
 	var queries, failures atomic.Int64
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	stop := func() {
+		stopLoad()
+		wg.Wait()
+	}
 	for i := range clients {
-		conn, err := pgx.Connect(ctx, dsn)
+		sess, err := open(ctx)
 		if err != nil {
-			stopLoad()
+			stop()
 			return err
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer conn.Close(context.Background())
+			defer sess.close()
 			for loadCtx.Err() == nil {
-				var n int64
-				err := conn.QueryRow(loadCtx, "INSERT INTO events (client) VALUES ($1) RETURNING id", i).Scan(&n)
+				err := sess.insert(loadCtx, i)
 				if err != nil && loadCtx.Err() == nil {
 					failures.Add(1)
 				} else if err == nil {
@@ -167,7 +219,7 @@ backends:
 	say("%d client sessions are inserting rows through credswap", clients)
 	time.Sleep(2 * time.Second)
 
-	rot := a.Rotator("orders")
+	rot := a.Rotator(name)
 	moved := 0
 	for i := range rotations {
 		if ctx.Err() != nil {
@@ -176,8 +228,7 @@ backends:
 		say("\nrotation %d of %d:", i+1, rotations)
 		rec, err := rot.Rotate(ctx, "demo", true)
 		if err != nil {
-			stopLoad()
-			wg.Wait()
+			stop()
 			return err
 		}
 		for _, p := range rec.Phases {
@@ -191,20 +242,18 @@ backends:
 			say("%s", line)
 		}
 		if rec.State != rotate.StateSucceeded {
-			stopLoad()
-			wg.Wait()
+			stop()
 			return fmt.Errorf("rotation %s: %s", rec.State, rec.Error)
 		}
-		st := a.Backend("orders").Status()
+		st := a.Backend(name).Status()
 		moved += st.Drain.Results["ok"]
 		say("  → %s; %d sessions on generation %d; %d queries so far, %d errors",
 			rec.ToUser, st.Sessions.Total, st.Credential.Current.Generation, queries.Load(), failures.Load())
 		time.Sleep(2 * time.Second)
 	}
-	stopLoad()
-	wg.Wait()
-	say("\nsummary: %d queries, %d errors, %d rotations, %d session moves, no client reconnected",
-		queries.Load(), failures.Load(), rotations, moved)
+	stop()
+	say("\nsummary (%s): %d queries, %d errors, %d rotations, %d session moves, no client reconnected",
+		name, queries.Load(), failures.Load(), rotations, moved)
 	if failures.Load() > 0 {
 		return fmt.Errorf("%d queries failed", failures.Load())
 	}

@@ -196,12 +196,21 @@ func TestRunSignals(t *testing.T) {
 
 // TestDemo runs the README's run command, shortened.
 func TestDemo(t *testing.T) {
-	testenv.PG(t) // skip or fail like every PostgreSQL test when the binaries are missing
+	// Skip or fail like every database test when the binaries are missing.
+	testenv.PG(t)
+	testenv.MariaDBServer(t)
 	out, err := cli(t, "demo", "--rotations", "2", "--clients", "3")
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out)
 	}
-	if !strings.Contains(out, "verify-retired  ok") || !strings.Contains(out, ", 0 errors, 2 rotations") {
+	for _, want := range []string{
+		"summary (orders): ", "summary (shop): ", "old password of shop_app discarded", "orders_b locked",
+	} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Count(out, "verify-retired  ok") != 4 || strings.Count(out, ", 0 errors, 2 rotations") != 2 {
 		t.Fatalf("demo output:\n%s", out)
 	}
 }
