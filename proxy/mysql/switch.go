@@ -419,7 +419,16 @@ func (s *session) switchLocked(ctx context.Context, gen *creds.Generation) (prox
 	if gen == nil || s.be.gen >= gen.N {
 		return proxy.SwitchDone, nil
 	}
-	if !s.safePoint() || s.terminated.Load() {
+	if s.terminated.Load() {
+		return proxy.SwitchBusy, nil
+	}
+	if !s.safePoint() {
+		// MariaDB keeps IN_TRANS set from XA START to XA COMMIT, through
+		// XA PREPARE: show such a session as pinned, not merely busy.
+		if s.st.xa {
+			s.setPin(PinXA)
+			return proxy.SwitchPinned, nil
+		}
 		return proxy.SwitchBusy, nil
 	}
 	if s.pinThrottled() {
