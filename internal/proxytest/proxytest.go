@@ -279,3 +279,22 @@ func (l *LogBuffer) Tail(n int) string {
 	}
 	return string(bytes.Join(lines, []byte("\n")))
 }
+
+// RotateTo writes a new credential to the file and waits until the proxy
+// adopted it.
+func (p *Proxy) RotateTo(t testing.TB, user, password string) {
+	t.Helper()
+	before := p.Backend().Store.Current().N
+	p.WriteCredential(t, user, password)
+	Eventually(t, 5*time.Second, "adoption of "+user, func() bool { return p.Backend().Store.Current().N > before })
+}
+
+// WaitSwitched waits until no session is left on a generation below the
+// current one.
+func (p *Proxy) WaitSwitched(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	Eventually(t, timeout, "every session to move to the current generation", func() bool {
+		cur := p.Backend().Store.Current()
+		return cur != nil && len(p.Backend().Sessions.Behind(cur.N)) == 0 && p.Backend().Target().N == cur.N
+	})
+}

@@ -36,8 +36,8 @@ func TestKillAfterSwitch(t *testing.T) {
 		return s
 	}
 	before := threadOf()
-	rotateTo(t, p, userB, passB)
-	waitSwitched(t, p, 10*time.Second)
+	p.RotateTo(t, userB, passB)
+	p.WaitSwitched(t, 10*time.Second)
 	after := threadOf()
 	if after == before {
 		t.Fatalf("CONNECTION_ID() still %s after the switch", after)

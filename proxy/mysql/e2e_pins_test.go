@@ -78,7 +78,7 @@ func TestSwitchPinsXAHandlerCursor(t *testing.T) {
 	}
 
 	free := conn(t, p, db, "")
-	rotateTo(t, p, userB, passB)
+	p.RotateTo(t, userB, passB)
 	proxytest.Eventually(t, 10*time.Second, "the free session to switch", func() bool {
 		return queryString(t, free, "SELECT CURRENT_USER()") == userB+"@%"
 	})

@@ -18,24 +18,6 @@ import (
 	"github.com/credswap/credswap/internal/testenv"
 )
 
-// waitSwitched waits until no session is left on a generation below the
-// current one.
-func waitSwitched(t *testing.T, p *proxytest.Proxy, timeout time.Duration) {
-	t.Helper()
-	proxytest.Eventually(t, timeout, "every session to move to the current generation", func() bool {
-		cur := p.Backend().Store.Current()
-		return cur != nil && len(p.Backend().Sessions.Behind(cur.N)) == 0 && p.Backend().Target().N == cur.N
-	})
-}
-
-// rotateTo writes a new credential and waits until it is adopted.
-func rotateTo(t *testing.T, p *proxytest.Proxy, user, password string) {
-	t.Helper()
-	before := p.Backend().Store.Current().N
-	p.WriteCredential(t, user, password)
-	proxytest.Eventually(t, 5*time.Second, "adoption of "+user, func() bool { return p.Backend().Store.Current().N > before })
-}
-
 // TestSwitchKeepsSessionState moves one go-sql-driver connection with
 // changed variables, user variables of every type, another default
 // database, LAST_INSERT_ID(), SQL and protocol-level prepared statements
@@ -87,8 +69,8 @@ func TestSwitchKeepsSessionState(t *testing.T) {
 		t.Fatalf("before: %s", got)
 	}
 
-	rotateTo(t, p, userB, passB)
-	waitSwitched(t, p, 10*time.Second)
+	p.RotateTo(t, userB, passB)
+	p.WaitSwitched(t, 10*time.Second)
 
 	if got := queryString(t, c, "SELECT CURRENT_USER()"); got != userB+"@%" {
 		t.Fatalf("after the switch: CURRENT_USER() = %s, want %s@%%", got, userB)
@@ -164,7 +146,7 @@ func TestSwitchPins(t *testing.T) {
 		}
 	}
 	free := conn(t, p, db, "")
-	rotateTo(t, p, userB, passB)
+	p.RotateTo(t, userB, passB)
 	proxytest.Eventually(t, 10*time.Second, "the free session to switch", func() bool {
 		return queryString(t, free, "SELECT CURRENT_USER()") == userB+"@%"
 	})
@@ -211,7 +193,7 @@ func TestSwitchTransactionWaits(t *testing.T) {
 		t.Fatal(err)
 	}
 	tx.ExecContext(ctx, "INSERT INTO t VALUES (1, CURRENT_USER())")
-	rotateTo(t, p, userB, passB)
+	p.RotateTo(t, userB, passB)
 	time.Sleep(300 * time.Millisecond)
 	tx.ExecContext(ctx, "INSERT INTO t VALUES (2, CURRENT_USER())")
 	if err := tx.Commit(); err != nil {
@@ -239,7 +221,7 @@ func TestSwitchDeadlineClose(t *testing.T) {
 	if _, err := pinned.ExecContext(ctx, "CREATE TEMPORARY TABLE keep (x INT)"); err != nil {
 		t.Fatal(err)
 	}
-	rotateTo(t, p, userB, passB)
+	p.RotateTo(t, userB, passB)
 	var err error
 	proxytest.Eventually(t, 5*time.Second, "the pinned session to be closed", func() bool {
 		var n int

@@ -22,24 +22,6 @@ import (
 	"github.com/credswap/credswap/internal/testenv"
 )
 
-// waitSwitched waits until no session is left on a generation below the
-// current one.
-func waitSwitched(t *testing.T, p *proxytest.Proxy, timeout time.Duration) {
-	t.Helper()
-	proxytest.Eventually(t, timeout, "every session to move to the current generation", func() bool {
-		cur := p.Backend().Store.Current()
-		return cur != nil && len(p.Backend().Sessions.Behind(cur.N)) == 0 && p.Backend().Target().N == cur.N
-	})
-}
-
-// rotateTo writes a new credential and waits until it is adopted.
-func rotateTo(t *testing.T, p *proxytest.Proxy, user, password string) {
-	t.Helper()
-	before := p.Backend().Store.Current().N
-	p.WriteCredential(t, user, password)
-	proxytest.Eventually(t, 5*time.Second, "adoption of "+user, func() bool { return p.Backend().Store.Current().N > before })
-}
-
 // TestSwitchKeepsSessionState runs over plaintext (relayed by an epoll
 // loop) and over TLS (relayed by two goroutines).
 func TestSwitchKeepsSessionState(t *testing.T) {
@@ -118,8 +100,8 @@ func testSwitchKeepsSessionState(t *testing.T, useTLS bool) {
 		}
 	}()
 	time.Sleep(50 * time.Millisecond)
-	rotateTo(t, p, userB, passB)
-	waitSwitched(t, p, 10*time.Second)
+	p.RotateTo(t, userB, passB)
+	p.WaitSwitched(t, 10*time.Second)
 	time.Sleep(50 * time.Millisecond)
 	close(stop)
 	total := <-sent
@@ -186,8 +168,8 @@ func TestSwitchUnnamedStatement(t *testing.T) {
 	if _, err := pc.Prepare(ctx, "", "SELECT $1::int * 3", nil); err != nil {
 		t.Fatal(err)
 	}
-	rotateTo(t, p, userB, passB)
-	waitSwitched(t, p, 10*time.Second)
+	p.RotateTo(t, userB, passB)
+	p.WaitSwitched(t, 10*time.Second)
 	res := pc.ExecPrepared(ctx, "", [][]byte{[]byte("14")}, nil, nil).Read()
 	if res.Err != nil || len(res.Rows) != 1 || string(res.Rows[0][0]) != "42" {
 		t.Fatalf("Bind of the unnamed statement after the switch: %v %q", res.Err, res.Rows)
@@ -209,7 +191,7 @@ func TestSwitchPinnedTempTable(t *testing.T) {
 	if _, err := pinned.Exec(ctx, "CREATE TEMP TABLE scratch (x int)"); err != nil {
 		t.Fatal(err)
 	}
-	rotateTo(t, p, userB, passB)
+	p.RotateTo(t, userB, passB)
 	var who string
 	proxytest.Eventually(t, 10*time.Second, "the other session to switch", func() bool {
 		other.QueryRow(ctx, "SELECT session_user").Scan(&who)
@@ -259,7 +241,7 @@ func TestSwitchPinsAndDeadlineClose(t *testing.T) {
 		conns[reason] = c
 	}
 	free := p.Connect(t, db)
-	rotateTo(t, p, userB, passB)
+	p.RotateTo(t, userB, passB)
 	proxytest.Eventually(t, 5*time.Second, "both sessions pinned", func() bool {
 		n := map[string]bool{}
 		for _, s := range p.Status(t).Backends[0].PinnedSessions {
@@ -371,8 +353,8 @@ func TestCancelAfterSwitch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close(context.Background())
-	rotateTo(t, p, userB, passB)
-	waitSwitched(t, p, 10*time.Second)
+	p.RotateTo(t, userB, passB)
+	p.WaitSwitched(t, 10*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -478,8 +460,8 @@ func TestSwitchLibPQAndPsql(t *testing.T) {
 	users := [2][2]string{{userB, passB}, {userA, passA}}
 	for i := range 4 {
 		u := users[i%2]
-		rotateTo(t, p, u[0], u[1])
-		waitSwitched(t, p, 10*time.Second)
+		p.RotateTo(t, u[0], u[1])
+		p.WaitSwitched(t, 10*time.Second)
 		if got := ask("SELECT session_user || ' ' || current_setting('application_name');"); got != u[0]+" psql-live" {
 			t.Fatalf("psql after switch %d: %q", i+1, got)
 		}
