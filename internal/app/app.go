@@ -325,13 +325,7 @@ func (a *App) startBackend(ctx context.Context, bc config.Backend, metrics *prox
 			return fail(err)
 		}
 		handler = h
-		b.setUsers = func(clients []config.Client) error {
-			users, err := postgres.LoadUsers(clients)
-			if err == nil {
-				h.SetUsers(users)
-			}
-			return err
-		}
+		b.setUsers = usersSetter(postgres.LoadUsers, h.SetUsers)
 	case "mysql":
 		users, err := mysql.LoadUsers(bc.Clients)
 		if err != nil {
@@ -353,13 +347,7 @@ func (a *App) startBackend(ctx context.Context, bc config.Backend, metrics *prox
 			return fail(err)
 		}
 		handler = h
-		b.setUsers = func(clients []config.Client) error {
-			users, err := mysql.LoadUsers(clients)
-			if err == nil {
-				h.SetUsers(users)
-			}
-			return err
-		}
+		b.setUsers = usersSetter(mysql.LoadUsers, h.SetUsers)
 	}
 	b.server = proxy.NewServer(b.rt, handler)
 	if err := b.server.Listen(bc.Listen); err != nil {
@@ -391,6 +379,18 @@ func (a *App) newRotator(bc config.Backend, b *backend, m *rotate.Metrics, after
 		Metrics:       m,
 		AfterPhase:    after,
 	})
+}
+
+// usersSetter returns a function that loads clients with load and, if
+// they are valid, hands them to set (a protocol handler's SetUsers).
+func usersSetter[U any](load func([]config.Client) (U, error), set func(U)) func([]config.Client) error {
+	return func(clients []config.Client) error {
+		users, err := load(clients)
+		if err == nil {
+			set(users)
+		}
+		return err
+	}
 }
 
 // rotationDB is the database a backend's rotations change passwords in.
