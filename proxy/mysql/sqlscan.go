@@ -3,6 +3,7 @@ package mysql
 import (
 	"bytes"
 	"strconv"
+	"strings"
 )
 
 // The relay reads the text of COM_QUERY for the few statements whose
@@ -207,14 +208,27 @@ func (l *lexer) punct(t token, c byte) bool {
 	return t.kind == tokPunct && l.s[t.start] == c
 }
 
-// name returns an identifier token as a lower-case name without quotes.
-func (l *lexer) name(t token) string {
-	b := l.s[t.start:t.end]
-	if t.kind == tokQuoted && len(b) >= 2 {
-		b = bytes.ReplaceAll(b[1:len(b)-1], []byte("``"), []byte("`"))
-	}
-	return string(bytes.ToLower(b))
+// isIdent reports whether t can be an identifier: a word, a backquoted
+// name or a double-quoted one. Double quotes make an identifier under
+// sql_mode ANSI_QUOTES; where only an identifier is valid, a string there
+// is a syntax error otherwise, so reading it as a name is right in both
+// modes.
+func (l *lexer) isIdent(t token) bool {
+	return t.kind == tokWord || t.kind == tokQuoted || t.kind == tokString && l.s[t.start] == '"'
 }
+
+// ident returns an identifier token without quotes, as written.
+func (l *lexer) ident(t token) string {
+	b := l.s[t.start:t.end]
+	if (t.kind == tokQuoted || t.kind == tokString && b[0] == '"') && len(b) >= 2 {
+		q := b[0]
+		b = bytes.ReplaceAll(b[1:len(b)-1], []byte{q, q}, []byte{q})
+	}
+	return string(b)
+}
+
+// name returns an identifier token as a lower-case name without quotes.
+func (l *lexer) name(t token) string { return strings.ToLower(l.ident(t)) }
 
 // userVarName returns the name of a user variable token, without @ and
 // quotes, or "" for a quoted form it does not unquote exactly.
@@ -241,8 +255,8 @@ type sqlInfo struct {
 	killQuery bool
 	killID    uint64
 
-	tempCreate []string // CREATE TEMPORARY TABLE names
-	tableDrop  []string // DROP [TEMPORARY] TABLE names
+	tempCreate []string // CREATE TEMPORARY TABLE (or SEQUENCE) names
+	tableDrop  []string // DROP [TEMPORARY] TABLE (or SEQUENCE) names
 	lockTables bool     // LOCK TABLE(S)
 	unlock     bool     // UNLOCK TABLE(S)
 	xaStart    bool     // XA START / XA BEGIN
@@ -295,9 +309,9 @@ func scanSQL(q []byte, in *sqlInfo) {
 			continue
 		}
 		in.stmts++
-		start := t.start
+		start, exec := t.start, l.inExec
 		end := l.statement(t, in)
-		classify(q[start:end], in)
+		classify(q[start:end], exec, in)
 	}
 }
 
@@ -306,6 +320,7 @@ func scanSQL(q []byte, in *sqlInfo) {
 func (l *lexer) statement(first token, in *sqlInfo) int {
 	var prev token
 	t := first
+	end := t.end
 	for {
 		switch {
 		case t.kind == tokUserVar:
@@ -316,24 +331,35 @@ func (l *lexer) statement(first token, in *sqlInfo) int {
 			switch {
 			case l.is(prev, "GET_LOCK"), l.is(prev, "RELEASE_LOCK"):
 				get := l.is(prev, "GET_LOCK")
+				// The capture query checks a lock by its literal as written:
+				// only one complete string followed by ',' or ')' names it
+				// (not 'a' 'b', 'a' COLLATE c, or a string left open).
 				arg := l.next()
-				switch {
-				case arg.kind == tokString && get:
-					in.getLock = append(in.getLock, string(l.s[arg.start:arg.end]))
-				case arg.kind == tokString:
-					in.relLock = append(in.relLock, string(l.s[arg.start:arg.end]))
-				case get:
-					in.lockExpr = true
+				if arg.kind == tokString {
+					after := l.next()
+					switch {
+					case !l.punct(after, ',') && !l.punct(after, ')'):
+						in.lockExpr = in.lockExpr || get
+					case get:
+						in.getLock = append(in.getLock, string(l.s[arg.start:arg.end]))
+					default:
+						in.relLock = append(in.relLock, string(l.s[arg.start:arg.end]))
+					}
+					end, prev, t = arg.end, arg, after
+				} else {
+					// Go on with the argument: it may be a user variable.
+					in.lockExpr = in.lockExpr || get
+					end, prev, t = t.end, t, arg
 				}
-				if arg.kind == tokEOF || arg.kind == tokSemi {
-					return t.end
+				if t.kind == tokEOF || t.kind == tokSemi {
+					return end
 				}
-				t = arg
+				continue
 			case l.is(prev, "RELEASE_ALL_LOCKS"):
 				in.relAll = true
 			}
 		}
-		end := t.end
+		end = t.end
 		prev = t
 		t = l.next()
 		if t.kind == tokEOF || t.kind == tokSemi {
@@ -342,10 +368,12 @@ func (l *lexer) statement(first token, in *sqlInfo) int {
 	}
 }
 
-// classify looks at the leading keywords of one statement.
-func classify(stmt []byte, in *sqlInfo) {
-	sl := lexer{s: stmt}
-	w := [8]token{}
+// classify looks at the leading keywords of one statement; inExec says
+// it starts inside an executable comment.
+func classify(stmt []byte, inExec bool, in *sqlInfo) {
+	sl := lexer{s: stmt, inExec: inExec}
+	// Enough for CREATE OR REPLACE TEMPORARY TABLE IF NOT EXISTS db . t.
+	w := [12]token{}
 	n := 0
 	for n < len(w) {
 		t := sl.next()
@@ -368,7 +396,8 @@ func classify(stmt []byte, in *sqlInfo) {
 		if kw(i, "OR") && kw(i+1, "REPLACE") {
 			i += 2
 		}
-		if kw(i, "TEMPORARY") && kw(i+1, "TABLE") {
+		// MariaDB's temporary sequences are temporary tables too.
+		if kw(i, "TEMPORARY") && (kw(i+1, "TABLE") || kw(i+1, "SEQUENCE")) {
 			if name, ok := sl.tableName(stmt, w[:n], i+2, true); ok {
 				in.tempCreate = append(in.tempCreate, name)
 			} else {
@@ -380,7 +409,7 @@ func classify(stmt []byte, in *sqlInfo) {
 		if kw(i, "TEMPORARY") {
 			i++
 		}
-		if kw(i, "TABLE") || kw(i, "TABLES") {
+		if kw(i, "TABLE") || kw(i, "TABLES") || kw(i, "SEQUENCE") {
 			sl.tableList(stmt, w[:n], i+1, in)
 		}
 		if kw(1, "PREPARE") && n > 2 {
@@ -388,7 +417,7 @@ func classify(stmt []byte, in *sqlInfo) {
 		}
 	case kw(0, "DEALLOCATE") && kw(1, "PREPARE") && n > 2:
 		in.dealloc = append(in.dealloc, sl.name(w[2]))
-	case kw(0, "PREPARE") && n > 1 && (w[1].kind == tokWord || w[1].kind == tokQuoted):
+	case kw(0, "PREPARE") && n > 1 && sl.isIdent(w[1]):
 		in.prepares = append(in.prepares, sqlPrepare{name: sl.name(w[1]), text: string(stmt)})
 	case kw(0, "LOCK") && (kw(1, "TABLE") || kw(1, "TABLES")):
 		in.lockTables = true
@@ -402,22 +431,27 @@ func classify(stmt []byte, in *sqlInfo) {
 			in.xaEnd = true
 		}
 	case kw(0, "HANDLER") && n > 2:
-		name := sl.name(w[1])
+		// HANDLER [db.]t OPEN [[AS] alias]; HANDLER [db.]name CLOSE.
+		name, i := sl.name(w[1]), 2
+		if n > 3 && sl.punct(w[2], '.') && sl.isIdent(w[3]) {
+			name, i = sl.name(w[3]), 4
+		}
 		switch {
-		case kw(2, "OPEN"):
-			if kw(3, "AS") && n > 4 {
-				name = sl.name(w[4])
-			} else if n > 3 && (w[3].kind == tokWord || w[3].kind == tokQuoted) {
-				name = sl.name(w[3])
+		case kw(i, "OPEN"):
+			if kw(i+1, "AS") && n > i+2 {
+				name = sl.name(w[i+2])
+			} else if n > i+1 && sl.isIdent(w[i+1]) {
+				name = sl.name(w[i+1])
 			}
 			in.handlerOpn = append(in.handlerOpn, name)
-		case kw(2, "CLOSE"):
+		case kw(i, "CLOSE"):
 			in.handlerCls = append(in.handlerCls, name)
 		}
 	case kw(0, "KILL"):
 		sl.kill(w[:n], in)
-	case kw(0, "USE") && n > 1 && (w[1].kind == tokWord || w[1].kind == tokQuoted):
-		in.use, in.useSeen = sl.name(w[1]), true
+	case kw(0, "USE") && n > 1 && sl.isIdent(w[1]):
+		// Database names are case-sensitive: kept as written.
+		in.use, in.useSeen = sl.ident(w[1]), true
 	}
 }
 
@@ -463,11 +497,11 @@ func (l *lexer) tableName(stmt []byte, w []token, i int, ifNotExists bool) (stri
 	if ifNotExists && i+2 < len(w) && l.is(w[i], "IF") && l.is(w[i+1], "NOT") && l.is(w[i+2], "EXISTS") {
 		i += 3
 	}
-	if i >= len(w) || (w[i].kind != tokWord && w[i].kind != tokQuoted) {
+	if i >= len(w) || !l.isIdent(w[i]) {
 		return "", false
 	}
 	name := l.name(w[i])
-	if i+2 < len(w) && l.punct(w[i+1], '.') && (w[i+2].kind == tokWord || w[i+2].kind == tokQuoted) {
+	if i+2 < len(w) && l.punct(w[i+1], '.') && l.isIdent(w[i+2]) {
 		name = l.name(w[i+2])
 	}
 	return name, true
@@ -484,21 +518,20 @@ func (l *lexer) tableList(stmt []byte, w []token, i int, in *sqlInfo) {
 	}
 	sl := lexer{s: stmt, pos: w[i].start}
 	var last string
+	want := true // a name may come: first, after ',' or '.'
 	for {
 		t := sl.next()
 		switch {
-		case t.kind == tokWord || t.kind == tokQuoted:
-			if sl.is(t, "RESTRICT") || sl.is(t, "CASCADE") {
-				continue
-			}
-			last = sl.name(t)
+		case want && sl.isIdent(t):
+			last, want = sl.name(t), false
 		case sl.punct(t, '.'):
+			want = true
 		case sl.punct(t, ','):
 			if last != "" {
 				in.tableDrop = append(in.tableDrop, last)
 			}
-			last = ""
-		default:
+			last, want = "", true
+		default: // the end, RESTRICT, CASCADE, WAIT n, NOWAIT
 			if last != "" {
 				in.tableDrop = append(in.tableDrop, last)
 			}
