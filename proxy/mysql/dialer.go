@@ -339,6 +339,10 @@ type serverConn struct {
 	closed atomic.Bool
 	// rd reads the connection for the relay; made on first use.
 	rd *connReader
+	// wrc is the RawConn writes go through (nil for TLS); set on first
+	// write, with wrcSet.
+	wrc    syscall.RawConn
+	wrcSet bool
 }
 
 // reader returns the connection's reader for the relay.
@@ -398,8 +402,10 @@ func (c *serverConn) Close() error {
 	return err
 }
 
-// write sends p in full.
+// write sends p in full (see writeAll).
 func (c *serverConn) write(p []byte) error {
-	_, err := c.conn.Write(p)
-	return err
+	if !c.wrcSet {
+		c.wrc, c.wrcSet = rawConn(c.conn), true
+	}
+	return writeAll(c.conn, c.wrc, p)
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"syscall"
+	"unsafe"
 )
 
 // relayBufSize is the size of pooled relay buffers: large enough that a
@@ -74,13 +75,7 @@ type connReader struct {
 }
 
 func newConnReader(c net.Conn, pool *bufPool) connReader {
-	r := connReader{conn: c, pool: pool}
-	if tc, ok := c.(*net.TCPConn); ok {
-		if rc, err := tc.SyscallConn(); err == nil {
-			r.rc = rc
-		}
-	}
-	return r
+	return connReader{conn: c, rc: rawConn(c), pool: pool}
 }
 
 // fill reads at least one byte into b after b.buf[:b.n]. It returns io.EOF
@@ -108,12 +103,7 @@ func (r *connReader) fill(b *rbuf) error {
 			b.buf = r.pool.get()
 			acquired = true
 		}
-		for {
-			n, rerr = syscall.Read(int(fd), b.buf[b.n:])
-			if rerr != syscall.EINTR {
-				break
-			}
-		}
+		n, rerr = rawRead(fd, b.buf[b.n:])
 		if rerr == syscall.EAGAIN {
 			if acquired {
 				r.pool.put(b.buf)
@@ -154,4 +144,70 @@ func (r *connReader) ensure(b *rbuf, n int) error {
 		}
 	}
 	return nil
+}
+
+// The relay's reads and writes on plain TCP connections are non-blocking
+// system calls made from the netpoller's callbacks (syscall.RawConn), which
+// wait for readiness themselves. They use RawSyscall: a call that cannot
+// block needs no entersyscall/exitsyscall, and so sysmon never hands the P
+// of a goroutine in a slow loopback write (the kernel delivers to the
+// receiver and wakes it inside the call) to another thread, which would
+// take a thread wake-up now and a sleep when the call returns.
+
+// rawRead reads into p from the non-blocking descriptor fd, retrying on
+// EINTR. It returns n < 0 with an error, as syscall.Read does.
+func rawRead(fd uintptr, p []byte) (int, error) {
+	for {
+		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != 0 {
+			return -1, e
+		}
+		return int(r), nil
+	}
+}
+
+// rawConn returns the syscall.RawConn of a plain TCP connection, and nil for
+// any other connection (TLS).
+func rawConn(c net.Conn) syscall.RawConn {
+	if tc, ok := c.(*net.TCPConn); ok {
+		if rc, err := tc.SyscallConn(); err == nil {
+			return rc
+		}
+	}
+	return nil
+}
+
+// writeAll writes p in full to c. With rc (c's RawConn, see rawConn) it
+// makes non-blocking write system calls and waits for writability through
+// the netpoller, honouring c's write deadline like c.Write; without, it is
+// c.Write.
+func writeAll(c net.Conn, rc syscall.RawConn, p []byte) error {
+	if rc == nil {
+		_, err := c.Write(p)
+		return err
+	}
+	var werr error
+	err := rc.Write(func(fd uintptr) bool {
+		for len(p) > 0 {
+			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+			switch e {
+			case 0:
+				p = p[r:]
+			case syscall.EINTR:
+			case syscall.EAGAIN:
+				return false
+			default:
+				werr = e
+				return true
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	return werr
 }

@@ -291,7 +291,7 @@ func (s *session) endCommand(err error) {
 
 // writeClient sends p, bytes of the response to the current command.
 func (s *session) writeClient(p []byte, mid bool, nextSeq byte) error {
-	_, err := s.client.Write(p)
+	err := writeAll(s.client, s.crd.rc, p)
 	s.wmu.Lock()
 	s.outMid, s.outSeq = mid, nextSeq
 	s.wmu.Unlock()
@@ -301,8 +301,7 @@ func (s *session) writeClient(p []byte, mid bool, nextSeq byte) error {
 // reply sends a packet the proxy made as the complete answer to the
 // current command.
 func (s *session) reply(p []byte) error {
-	_, err := s.client.Write(p)
-	return err
+	return writeAll(s.client, s.crd.rc, p)
 }
 
 // finish releases the session: the backend connection goes back to the
