@@ -134,7 +134,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
 			return err
 		}
 	}
-	clk, err := clockTicks(ctx)
+	clk, err := benchkit.ClockTicks(ctx)
 	if err != nil {
 		return err
 	}
@@ -255,7 +255,7 @@ func measure(ctx context.Context, pgbench string, t *target, mode string, client
 	var before uint64
 	var cpuErr error
 	if t.proc != nil {
-		before, cpuErr = cpuTicks(t.proc.PID())
+		before, cpuErr = benchkit.CPUTicks(t.proc.PID())
 	}
 	res, err := runPgbench(ctx, pgbench, t.env, pgbenchArgs(mode, clients, seconds), time.Duration(seconds)*time.Second+pgbenchGrace)
 	if t.proc != nil {
@@ -268,7 +268,7 @@ func measure(ctx context.Context, pgbench string, t *target, mode string, client
 	}
 	s := sample{res: res}
 	if t.proc != nil && cpuErr == nil {
-		after, err := cpuTicks(t.proc.PID())
+		after, err := benchkit.CPUTicks(t.proc.PID())
 		if err == nil && after >= before {
 			s.cpuUS = float64(after-before) / float64(clk) * 1e6 / float64(res.Txns)
 			s.hasCPU = true

@@ -47,25 +47,6 @@ func TestParsePgbench(t *testing.T) {
 	}
 }
 
-func TestParseStatTicks(t *testing.T) {
-	// Fields 14 (utime) and 15 (stime) are 250 and 75; the command name holds ") (" to show that
-	// fields are counted from the last ')'.
-	stat := "1234 (cred) (swap) S 1 1234 1234 0 -1 4194560 3052 0 0 0 250 75 0 0 20 0 9 0 123 1000 200\n"
-	got, err := parseStatTicks(stat)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != 325 {
-		t.Errorf("parseStatTicks = %d, want 325", got)
-	}
-	if _, err := parseStatTicks("1234 (short) S 1 2"); err == nil {
-		t.Error("parseStatTicks accepted a truncated line")
-	}
-	if _, err := parseStatTicks("garbage"); err == nil {
-		t.Error("parseStatTicks accepted a line without a command name")
-	}
-}
-
 func TestMedian(t *testing.T) {
 	for _, tc := range []struct {
 		in   []float64

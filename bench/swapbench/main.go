@@ -139,7 +139,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
 	defer func() { err = errors.Join(err, removeWork()) }()
 
 	bin := filepath.Join(work, "credswap")
-	code := codeVersion(ctx, root) // what the build below sees
+	code := benchkit.CodeVersion(ctx, root) // what the build below sees
 	logf("building credswap (go build ./cmd/proxy in %s: %s)", root, code)
 	if err := benchkit.BuildCredswap(ctx, goBin, root, bin); err != nil {
 		return err

@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"strings"
 	"time"
 
@@ -29,32 +28,6 @@ type header struct {
 // than failing the benchmark.
 func describe(ctx context.Context, started time.Time, o options, pg *testenv.Postgres, goBin, code string) header {
 	return header{Header: benchkit.Describe(ctx, started, tool, o.args, goBin, pg), code: code}
-}
-
-// codeVersion names the commit of the working tree at root and the files that differ from it
-// (tracked files only), since the benchmark builds credswap from the working tree.
-func codeVersion(ctx context.Context, root string) string {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	commit, err := exec.CommandContext(ctx, "git", "-C", root, "rev-parse", "--short=12", "HEAD").Output()
-	if err != nil {
-		return fmt.Sprintf("(git: %v)", err)
-	}
-	out, err := exec.CommandContext(ctx, "git", "-C", root, "status", "--porcelain", "--untracked-files=no").Output()
-	if err != nil {
-		return fmt.Sprintf("commit %s (git status: %v)", strings.TrimSpace(string(commit)), err)
-	}
-	var changed []string
-	for line := range strings.Lines(string(out)) {
-		// "XY path": two status letters and a space.
-		if line = strings.TrimRight(line, "\n"); len(line) > 3 {
-			changed = append(changed, line[3:])
-		}
-	}
-	if len(changed) == 0 {
-		return "commit " + strings.TrimSpace(string(commit)) + ", no uncommitted changes to tracked files"
-	}
-	return fmt.Sprintf("commit %s plus uncommitted changes to %s", strings.TrimSpace(string(commit)), strings.Join(changed, ", "))
 }
 
 // renderReport returns the markdown report.

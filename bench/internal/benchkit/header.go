@@ -33,14 +33,21 @@ type Header struct {
 // started at started with the arguments args, using goBin and the programs of pg. Versions that
 // cannot be read are shown as such rather than failing the benchmark.
 func Describe(ctx context.Context, started time.Time, tool string, args []string, goBin string, pg *testenv.Postgres) Header {
+	h := DescribeHost(ctx, started, tool, args, goBin)
+	h.Postgres = FirstLine(ctx, pg.Bin("postgres"), "--version")
+	h.Pgbench = FirstLine(ctx, pg.Bin("pgbench"), "--version")
+	return h
+}
+
+// DescribeHost is Describe for a benchmark that runs no PostgreSQL programs (sysbench-compare):
+// Postgres and Pgbench are left empty, and the benchmark reports its own programs' versions.
+func DescribeHost(ctx context.Context, started time.Time, tool string, args []string, goBin string) Header {
 	return Header{
 		Date:      started,
 		CPU:       cpuModel(),
 		Cores:     runtime.NumCPU(),
 		Kernel:    FirstLine(ctx, "uname", "-r"),
 		GoVersion: FirstLine(ctx, goBin, "env", "GOVERSION"),
-		Postgres:  FirstLine(ctx, pg.Bin("postgres"), "--version"),
-		Pgbench:   FirstLine(ctx, pg.Bin("pgbench"), "--version"),
 		Command:   commandLine(tool, args),
 		LoadStart: LoadAverage(),
 	}

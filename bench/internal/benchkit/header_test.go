@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestCommandLine(t *testing.T) {
@@ -30,5 +31,13 @@ func TestMachine(t *testing.T) {
 	}
 	if got := LoadAverage(); got != "unknown" && len(strings.Fields(got)) != 3 {
 		t.Errorf("LoadAverage = %q", got)
+	}
+}
+
+func TestDescribeHost(t *testing.T) {
+	h := DescribeHost(context.Background(), time.Unix(0, 0), "sysbench-compare", []string{"-rounds", "1"}, "go")
+	if h.Command != "go run ./bench/sysbench-compare -rounds 1" || h.Postgres != "" || h.Pgbench != "" ||
+		h.Cores < 1 || h.CPU == "" || h.LoadStart == "" || !h.Date.Equal(time.Unix(0, 0)) {
+		t.Errorf("DescribeHost = %+v", h)
 	}
 }

@@ -1,0 +1,203 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/credswap/credswap/bench/internal/benchkit"
+)
+
+// cell identifies one measured combination.
+type cell struct {
+	mode    string
+	threads int
+	target  string
+}
+
+// sample is one sysbench run.
+type sample struct {
+	round  int
+	res    sysbenchResult
+	cpuUS  float64 // proxy CPU µs per transaction; valid if hasCPU
+	hasCPU bool
+	err    error // the run does not count if set
+}
+
+// results holds every run of a benchmark; it is used by one goroutine.
+type results struct {
+	runs map[cell][]sample
+}
+
+func newResults() *results { return &results{runs: make(map[cell][]sample)} }
+
+func (r *results) add(c cell, s sample) { r.runs[c] = append(r.runs[c], s) }
+
+// summary is the medians of a cell's successful runs.
+type summary struct {
+	ok, total int
+	tps       float64 // valid if ok > 0
+	cpuUS     float64 // valid if hasCPU
+	hasCPU    bool
+}
+
+func (r *results) summarize(c cell) summary {
+	var tps, cpu []float64
+	s := summary{total: len(r.runs[c])}
+	for _, run := range r.runs[c] {
+		if run.err != nil {
+			continue
+		}
+		tps = append(tps, run.res.TPS)
+		if run.hasCPU {
+			cpu = append(cpu, run.cpuUS)
+		}
+	}
+	s.ok = len(tps)
+	if s.ok > 0 {
+		s.tps = median(tps)
+	}
+	if len(cpu) > 0 {
+		s.cpuUS, s.hasCPU = median(cpu), true
+	}
+	return s
+}
+
+// roundTPS returns the TPS of the successful run of c in round, if there is one.
+func (r *results) roundTPS(c cell, round int) (float64, bool) {
+	for _, s := range r.runs[c] {
+		if s.round == round && s.err == nil {
+			return s.res.TPS, true
+		}
+	}
+	return 0, false
+}
+
+// median returns the median of xs (the mean of the middle two for an even count); xs must not be
+// empty. xs is not modified.
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// header describes the run: when, where, with what.
+type header struct {
+	benchkit.Header
+	mariadb  string // `mariadbd --version`
+	sysbench string // `sysbench --version`
+	code     string // the commit credswap was built from, and uncommitted changes
+	clkTck   int
+}
+
+// renderReport returns the markdown report: the header block, the table of medians and, if any
+// run failed, the failures.
+func renderReport(h header, o options, r *results, interrupted bool) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "- **Date:** %s\n", h.Date.UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(&b, "- **Machine:** %s, %d cores, Linux %s\n", h.CPU, h.Cores, h.Kernel)
+	fmt.Fprintf(&b, "- **Versions:** Go %s; %s; %s\n", strings.TrimPrefix(h.GoVersion, "go"), h.mariadb, h.sysbench)
+	fmt.Fprintf(&b, "- **Command:** `%s`\n", h.Command)
+	fmt.Fprintf(&b, "- **Code:** %s\n", h.code)
+	fmt.Fprintf(&b, "- **Runs:** rounds: %d, %d s per run; within a round direct and credswap run back to back for each mode and thread count, in an order alternated every round; medians shown; the goal (credswap ≥ %.2f× direct) is read against the median of the per-round ratios\n",
+		o.rounds, o.seconds, goalRatio)
+	fmt.Fprintf(&b, "- **Load average (1/5/15 min):** %s at start, %s at end\n", h.LoadStart, h.LoadEnd)
+	fmt.Fprintf(&b, "- **Workload:** `sysbench %s --tables=%d --table-size=%d --rand-type=%s --threads=N --time=%d --db-ps-mode=auto|disable run` (prepared|text), over TCP on 127.0.0.1 without TLS; one query per transaction (QPS = TPS); proxy CPU is utime+stime of the proxy process over each run (CLK_TCK %d) per transaction\n",
+		sysbenchTest, o.tables, o.tableSize, randType, o.seconds, h.clkTck)
+	if interrupted {
+		b.WriteString("- **Interrupted:** the benchmark was stopped before all runs finished\n")
+	}
+	b.WriteString("\n")
+
+	roundCols := make([]string, o.rounds)
+	for i := range roundCols {
+		roundCols[i] = fmt.Sprintf("r%d", i+1)
+	}
+	cols := []string{"mode", "threads", "direct TPS", "credswap TPS", "credswap/direct",
+		"credswap/direct per round (" + strings.Join(roundCols, ", ") + ")", "median per-round ratio",
+		fmt.Sprintf("≥ %.2f×", goalRatio), "credswap CPU µs/txn"}
+	b.WriteString("| " + strings.Join(cols, " | ") + " |\n")
+	b.WriteString("|" + strings.Repeat("---|", 2) + strings.Repeat("---:|", len(cols)-2) + "\n")
+	for _, mode := range o.modes {
+		for _, threads := range o.threads {
+			d := r.summarize(cell{mode, threads, targetDirect})
+			c := r.summarize(cell{mode, threads, targetCredswap})
+			row := []string{mode, fmt.Sprint(threads), tpsCell(d), tpsCell(c)}
+			if d.ok == 0 || c.ok == 0 || d.tps == 0 {
+				row = append(row, "–")
+			} else {
+				row = append(row, fmt.Sprintf("%.2f", c.tps/d.tps))
+			}
+			var per []string
+			var ratios []float64
+			for round := 1; round <= o.rounds; round++ {
+				dt, dok := r.roundTPS(cell{mode, threads, targetDirect}, round)
+				ct, cok := r.roundTPS(cell{mode, threads, targetCredswap}, round)
+				if !dok || !cok || dt == 0 {
+					per = append(per, "–")
+					continue
+				}
+				per = append(per, fmt.Sprintf("%.2f", ct/dt))
+				ratios = append(ratios, ct/dt)
+			}
+			row = append(row, strings.Join(per, ", "))
+			// The goal is read against the rounds' paired ratios: both targets of a round ran
+			// back to back, so drift on the machine hits them alike.
+			switch {
+			case len(ratios) == 0:
+				row = append(row, "–", "–")
+			case median(ratios) >= goalRatio:
+				row = append(row, fmt.Sprintf("%.3f", median(ratios)), "yes")
+			default:
+				row = append(row, fmt.Sprintf("%.3f", median(ratios)), "**no**")
+			}
+			if c.hasCPU {
+				row = append(row, fmt.Sprintf("%.1f", c.cpuUS))
+			} else {
+				row = append(row, "–")
+			}
+			b.WriteString("| " + strings.Join(row, " | ") + " |\n")
+		}
+	}
+
+	var failures []string
+	for round := 1; round <= o.rounds; round++ {
+		for _, mode := range o.modes {
+			for _, threads := range o.threads {
+				for _, t := range allTargets {
+					for _, s := range r.runs[cell{mode, threads, t}] {
+						if s.round == round && s.err != nil {
+							failures = append(failures, fmt.Sprintf("- round %d, %s --threads=%d, %s:\n\n  ```\n%s\n  ```\n",
+								round, mode, threads, t, benchkit.IndentWith(benchkit.LastLines(s.err.Error(), 12), "  ")))
+						}
+					}
+				}
+			}
+		}
+	}
+	if len(failures) > 0 {
+		fmt.Fprintf(&b, "\n**%d failed runs** (not counted in the medians; a cell shows how many of its runs succeeded):\n\n", len(failures))
+		b.WriteString(strings.Join(failures, "\n"))
+	}
+	return b.String()
+}
+
+// tpsCell formats a median TPS, marking cells with failed runs.
+func tpsCell(s summary) string {
+	switch {
+	case s.total == 0:
+		return "–"
+	case s.ok == 0:
+		return fmt.Sprintf("FAIL (0/%d)", s.total)
+	case s.ok < s.total:
+		return fmt.Sprintf("%.0f (%d/%d ok)", s.tps, s.ok, s.total)
+	default:
+		return fmt.Sprintf("%.0f", s.tps)
+	}
+}
