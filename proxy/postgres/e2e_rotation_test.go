@@ -69,12 +69,20 @@ func TestPgbenchUnderAlternatingRotation(t *testing.T) {
 			if current == userA {
 				retired = userB
 			}
-			proxytest.Eventually(t, 5*time.Second, "no backend of the retired user", func() bool {
-				var count int
+			// Backends exit asynchronously after their connection closes;
+			// on a loaded machine that can take seconds.
+			var left string
+			defer func() {
+				if t.Failed() && left != "" {
+					t.Logf("backends of %s: %s", retired, left)
+				}
+			}()
+			proxytest.Eventually(t, 15*time.Second, "no backend of the retired user", func() bool {
 				conn := pg.Connect(t, "postgres")
-				conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE usename = $1", retired).Scan(&count)
-				conn.Close(ctx)
-				return count == 0
+				defer conn.Close(ctx)
+				left = ""
+				conn.QueryRow(ctx, "SELECT coalesce(string_agg(pid || ' ' || state || ' since ' || backend_start::text || ' ' || query, '; '), '') FROM pg_stat_activity WHERE usename = $1", retired).Scan(&left)
+				return left == ""
 			})
 			if strings.Contains(p.Logs.String(), `"level":"error"`) {
 				t.Errorf("errors logged:\n%s", grep(p.Logs.String(), `"level":"error"`))
