@@ -128,10 +128,10 @@ func (s *session) changeUser(ctx context.Context, n int, seq byte) (err error) {
 	if err := s.writeClient(out, false, last+2); err != nil {
 		return fmt.Errorf("%w: %w", errClientGone, err)
 	}
-	if err := s.crd.ensure(&s.cbuf, 4); err != nil {
+	if err := s.crd.Ensure(&s.cbuf, 4); err != nil {
 		return s.clientReadError(err)
 	}
-	resp, rseq, err := s.readPacket(frameLen(s.cbuf.buf))
+	resp, rseq, err := s.readPacket(frameLen(s.cbuf.B))
 	if err != nil {
 		return err
 	}

@@ -22,12 +22,12 @@ func backendLost(err error) error {
 // command relays the command whose first frame is complete at the start
 // of cbuf, and its response. quit reports COM_QUIT.
 func (s *session) command(ctx context.Context) (quit bool, err error) {
-	n := frameLen(s.cbuf.buf)
-	seq := s.cbuf.buf[3]
-	cmd := s.cbuf.buf[4]
+	n := frameLen(s.cbuf.B)
+	seq := s.cbuf.B[3]
+	cmd := s.cbuf.B[4]
 	switch cmd {
 	case comQuit:
-		s.cbuf.consume(4 + n)
+		s.cbuf.Consume(4 + n)
 		return true, nil
 	case comChangeUser:
 		return false, s.changeUser(ctx, n, seq)
@@ -59,8 +59,8 @@ func (s *session) command(ctx context.Context) (quit bool, err error) {
 		err = s.stmtCommand(cmd, n)
 	case comProcessKill:
 		if n >= 5 {
-			if target := s.h.sessionByConnID(binary.LittleEndian.Uint32(s.cbuf.buf[5:])); target != nil {
-				s.cbuf.consume(4 + n)
+			if target := s.h.sessionByConnID(binary.LittleEndian.Uint32(s.cbuf.B[5:])); target != nil {
+				s.cbuf.Consume(4 + n)
 				return false, s.kill(ctx, target, false, seq)
 			}
 		}
@@ -76,13 +76,13 @@ func (s *session) command(ctx context.Context) (quit bool, err error) {
 	case comSetOption:
 		opt := -1
 		if n >= 3 {
-			opt = int(binary.LittleEndian.Uint16(s.cbuf.buf[5:]))
+			opt = int(binary.LittleEndian.Uint16(s.cbuf.B[5:]))
 		}
 		if err = s.simple(n, respSingle); err == nil && s.rs.ok && opt >= 0 {
 			s.st.multiStmts = opt == 0 // MYSQL_OPTION_MULTI_STATEMENTS_ON
 		}
 	case comInitDB:
-		db := string(s.cbuf.buf[5 : 4+n])
+		db := string(s.cbuf.B[5 : 4+n])
 		if err = s.simple(n, respSingle); err == nil && s.rs.ok {
 			s.st.setDB(db)
 		}
@@ -106,10 +106,10 @@ func (s *session) safePoint() bool {
 // forward sends the command's first frame (n payload bytes at the start
 // of cbuf) to the backend, then its continuation frames if it has any.
 func (s *session) forward(n int) error {
-	if err := s.be.write(s.cbuf.buf[:4+n]); err != nil {
+	if err := s.be.write(s.cbuf.B[:4+n]); err != nil {
 		return backendLost(err)
 	}
-	s.cbuf.consume(4 + n)
+	s.cbuf.Consume(4 + n)
 	if n == maxFrame {
 		return s.forwardFrames(n, false)
 	}
@@ -123,10 +123,10 @@ func (s *session) forward(n int) error {
 func (s *session) forwardFrames(total int, infile bool) error {
 	cont := !infile
 	for {
-		if err := s.crd.ensure(&s.cbuf, 4); err != nil {
+		if err := s.crd.Ensure(&s.cbuf, 4); err != nil {
 			return s.clientReadError(err)
 		}
-		n := frameLen(s.cbuf.buf)
+		n := frameLen(s.cbuf.B)
 		if cont {
 			total += n
 		} else {
@@ -151,16 +151,16 @@ func (s *session) forwardFrames(total int, infile bool) error {
 // pipe forwards the next k bytes of the client's stream to the backend.
 func (s *session) pipe(k int) error {
 	for k > 0 {
-		if s.cbuf.n == 0 {
-			if err := s.crd.ensure(&s.cbuf, 1); err != nil {
+		if s.cbuf.N == 0 {
+			if err := s.crd.Ensure(&s.cbuf, 1); err != nil {
 				return s.clientReadError(err)
 			}
 		}
-		m := min(k, s.cbuf.n)
-		if err := s.be.write(s.cbuf.buf[:m]); err != nil {
+		m := min(k, s.cbuf.N)
+		if err := s.be.write(s.cbuf.B[:m]); err != nil {
 			return backendLost(err)
 		}
-		s.cbuf.consume(m)
+		s.cbuf.Consume(m)
 		k -= m
 	}
 	return nil
@@ -178,26 +178,26 @@ func (s *session) clientReadError(err error) error {
 // payload and the sequence number of its last frame.
 func (s *session) readPacket(n int) ([]byte, byte, error) {
 	if n < maxFrame {
-		payload := append([]byte(nil), s.cbuf.buf[4:4+n]...)
-		seq := s.cbuf.buf[3]
-		s.cbuf.consume(4 + n)
+		payload := append([]byte(nil), s.cbuf.B[4:4+n]...)
+		seq := s.cbuf.B[3]
+		s.cbuf.Consume(4 + n)
 		return payload, seq, nil
 	}
 	var payload []byte
 	for {
-		if err := s.crd.ensure(&s.cbuf, 4); err != nil {
+		if err := s.crd.Ensure(&s.cbuf, 4); err != nil {
 			return nil, 0, s.clientReadError(err)
 		}
-		n = frameLen(s.cbuf.buf)
+		n = frameLen(s.cbuf.B)
 		if s.h.maxPayload > 0 && len(payload)+n > s.h.maxPayload {
 			return nil, 0, tooLarge(len(payload) + n)
 		}
-		if err := s.crd.ensure(&s.cbuf, 4+n); err != nil {
+		if err := s.crd.Ensure(&s.cbuf, 4+n); err != nil {
 			return nil, 0, s.clientReadError(err)
 		}
-		seq := s.cbuf.buf[3]
-		payload = append(payload, s.cbuf.buf[4:4+n]...)
-		s.cbuf.consume(4 + n)
+		seq := s.cbuf.B[3]
+		payload = append(payload, s.cbuf.B[4:4+n]...)
+		s.cbuf.Consume(4 + n)
 		if n < maxFrame {
 			return payload, seq, nil
 		}
@@ -225,25 +225,25 @@ func (s *session) relay() error {
 	pool := &s.h.bufs
 	rd := be.reader(pool)
 	defer func() {
-		if s.sbuf.n == 0 {
-			s.sbuf.release(pool)
+		if s.sbuf.N == 0 {
+			s.sbuf.Release(pool)
 		}
 	}()
 	for {
-		if s.sbuf.n > 0 {
-			fwd, need, done, err := s.rs.scan(s.sbuf.buf[:s.sbuf.n])
+		if s.sbuf.N > 0 {
+			fwd, need, done, err := s.rs.scan(s.sbuf.B[:s.sbuf.N])
 			if err != nil {
 				return backendLost(err)
 			}
 			if fwd > 0 {
-				werr := s.writeClient(s.sbuf.buf[:fwd], !s.rs.atBoundary(), s.rs.lastSeq+1)
-				s.sbuf.consume(fwd)
+				werr := s.writeClient(s.sbuf.B[:fwd], !s.rs.atBoundary(), s.rs.lastSeq+1)
+				s.sbuf.Consume(fwd)
 				if werr != nil {
 					return fmt.Errorf("%w: %w", errClientGone, werr)
 				}
 			}
 			if done {
-				if s.sbuf.n > 0 {
+				if s.sbuf.N > 0 {
 					return backendLost(errors.New("the server sent more than the response"))
 				}
 				if !s.rs.infile {
@@ -258,14 +258,14 @@ func (s *session) relay() error {
 				s.rs.resume()
 				continue
 			}
-			if need > len(s.sbuf.buf) {
-				s.sbuf.grow(need)
+			if need > len(s.sbuf.B) {
+				s.sbuf.Grow(need)
 			}
 		}
-		if s.sbuf.n == len(s.sbuf.buf) && s.sbuf.buf != nil {
-			s.sbuf.grow(2 * len(s.sbuf.buf))
+		if s.sbuf.N == len(s.sbuf.B) && s.sbuf.B != nil {
+			s.sbuf.Grow(2 * len(s.sbuf.B))
 		}
-		if err := rd.fill(&s.sbuf); err != nil {
+		if err := rd.Fill(&s.sbuf); err != nil {
 			if s.terminated.Load() {
 				return fmt.Errorf("session terminated: %w", err)
 			}
@@ -298,7 +298,7 @@ func (s *session) noteStatus() {
 // relay must know (sqlscan.go) and answering KILL of a proxy connection
 // id itself.
 func (s *session) query(ctx context.Context, n int, seq byte) error {
-	text := s.cbuf.buf[5 : 4+n]
+	text := s.cbuf.B[5 : 4+n]
 	if s.caps&capQueryAttributes != 0 {
 		// MySQL 8: parameter count and parameter set count come first; the
 		// text can be found without decoding only when there are none.
@@ -313,7 +313,7 @@ func (s *session) query(ctx context.Context, n int, seq byte) error {
 	scanSQL(text, in)
 	if in.kill && in.stmts == 1 {
 		if target := s.h.sessionByConnID(uint32(in.killID)); target != nil {
-			s.cbuf.consume(4 + n)
+			s.cbuf.Consume(4 + n)
 			return s.kill(ctx, target, in.killQuery, seq)
 		}
 	}
@@ -387,7 +387,7 @@ func (s *session) lookupStmt(payload []byte) *stmt {
 
 // stmtCommand relays COM_STMT_FETCH, RESET, CLOSE and SEND_LONG_DATA.
 func (s *session) stmtCommand(cmd byte, n int) error {
-	payload := s.cbuf.buf[4 : 4+n]
+	payload := s.cbuf.B[4 : 4+n]
 	id := uint32(0)
 	if len(payload) >= 5 {
 		id = binary.LittleEndian.Uint32(payload[1:])
@@ -396,7 +396,7 @@ func (s *session) stmtCommand(cmd byte, n int) error {
 	switch cmd {
 	case comStmtClose:
 		if p == nil && id != mariaDBLastStatement {
-			s.cbuf.consume(4 + n) // nothing to close; no response
+			s.cbuf.Consume(4 + n) // nothing to close; no response
 			return nil
 		}
 		if p != nil {
@@ -433,7 +433,7 @@ func (s *session) stmtCommand(cmd byte, n int) error {
 // client binds, and adds them to the first EXECUTE after the statement was
 // prepared again on a new backend connection if the client sends none.
 func (s *session) execute(n int, seq byte) error {
-	payload := s.cbuf.buf[4 : 4+n]
+	payload := s.cbuf.B[4 : 4+n]
 	p := s.lookupStmt(payload)
 	cursor := len(payload) > 5 && payload[5]&cursorReadOnly != 0
 	s.rs.start(respExecute, s.caps&capDeprecateEOF != 0)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/credswap/credswap/creds"
 	"github.com/credswap/credswap/proxy"
+	"github.com/credswap/credswap/proxy/internal/relaybuf"
 )
 
 // Collation ids the proxy falls back to.
@@ -338,7 +339,7 @@ type serverConn struct {
 	conns  *proxy.ConnCounter
 	closed atomic.Bool
 	// rd reads the connection for the relay; made on first use.
-	rd *connReader
+	rd *relaybuf.Reader
 	// wrc is the RawConn writes go through (nil for TLS); set on first
 	// write, with wrcSet.
 	wrc    syscall.RawConn
@@ -346,9 +347,9 @@ type serverConn struct {
 }
 
 // reader returns the connection's reader for the relay.
-func (c *serverConn) reader(pool *bufPool) *connReader {
+func (c *serverConn) reader(pool *relaybuf.Pool) *relaybuf.Reader {
 	if c.rd == nil {
-		rd := newConnReader(c.conn, pool)
+		rd := relaybuf.NewReader(c.conn, pool)
 		c.rd = &rd
 	}
 	return c.rd
@@ -405,7 +406,7 @@ func (c *serverConn) Close() error {
 // write sends p in full (see writeAll).
 func (c *serverConn) write(p []byte) error {
 	if !c.wrcSet {
-		c.wrc, c.wrcSet = rawConn(c.conn), true
+		c.wrc, c.wrcSet = relaybuf.RawConn(c.conn), true
 	}
-	return writeAll(c.conn, c.wrc, p)
+	return relaybuf.WriteAll(c.conn, c.wrc, p)
 }

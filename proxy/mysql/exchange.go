@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/credswap/credswap/proxy/internal/relaybuf"
 )
 
 // The proxy's own commands on a backend connection (state capture and
@@ -13,36 +15,36 @@ import (
 
 // packetReader reads whole packets (frames merged) from a connection.
 type packetReader struct {
-	rd   connReader
-	buf  rbuf
-	pool *bufPool
+	rd   relaybuf.Reader
+	buf  relaybuf.Buf
+	pool *relaybuf.Pool
 	used int // bytes of buf handed out by the last next
 	big  []byte
 }
 
-func newPacketReader(c *serverConn, pool *bufPool) *packetReader {
-	return &packetReader{rd: newConnReader(c.conn, pool), pool: pool}
+func newPacketReader(c *serverConn, pool *relaybuf.Pool) *packetReader {
+	return &packetReader{rd: relaybuf.NewReader(c.conn, pool), pool: pool}
 }
 
 // next returns the payload of the next packet, valid until the next call.
 func (p *packetReader) next() ([]byte, error) {
-	p.buf.consume(p.used)
+	p.buf.Consume(p.used)
 	p.used = 0
 	p.big = p.big[:0]
 	for {
-		if err := p.rd.ensure(&p.buf, 4); err != nil {
+		if err := p.rd.Ensure(&p.buf, 4); err != nil {
 			return nil, err
 		}
-		n := frameLen(p.buf.buf)
-		if err := p.rd.ensure(&p.buf, 4+n); err != nil {
+		n := frameLen(p.buf.B)
+		if err := p.rd.Ensure(&p.buf, 4+n); err != nil {
 			return nil, err
 		}
 		if n < maxFrame && len(p.big) == 0 {
 			p.used = 4 + n
-			return p.buf.buf[4 : 4+n], nil
+			return p.buf.B[4 : 4+n], nil
 		}
-		p.big = append(p.big, p.buf.buf[4:4+n]...)
-		p.buf.consume(4 + n)
+		p.big = append(p.big, p.buf.B[4:4+n]...)
+		p.buf.Consume(4 + n)
 		if n < maxFrame {
 			return p.big, nil
 		}
@@ -50,13 +52,13 @@ func (p *packetReader) next() ([]byte, error) {
 }
 
 // buffered reports whether bytes are left after the last packet.
-func (p *packetReader) buffered() bool { return p.buf.n > p.used }
+func (p *packetReader) buffered() bool { return p.buf.N > p.used }
 
 func (p *packetReader) release() {
-	p.buf.consume(p.used)
+	p.buf.Consume(p.used)
 	p.used = 0
-	if p.buf.n == 0 {
-		p.buf.release(p.pool)
+	if p.buf.N == 0 {
+		p.buf.Release(p.pool)
 	}
 }
 
@@ -75,7 +77,7 @@ type cmdResult struct {
 // error does not stop the exchange: it is reported in the command's
 // result. The returned error is an I/O or protocol failure, after which c
 // must not be used again.
-func exchange(ctx context.Context, c *serverConn, pool *bufPool, req []byte, kinds []respKind,
+func exchange(ctx context.Context, c *serverConn, pool *relaybuf.Pool, req []byte, kinds []respKind,
 	row func(cmd int, cols [][]byte) error) ([]cmdResult, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		c.conn.SetDeadline(dl)

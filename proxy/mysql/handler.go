@@ -23,6 +23,7 @@ import (
 
 	"github.com/credswap/credswap/creds"
 	"github.com/credswap/credswap/proxy"
+	"github.com/credswap/credswap/proxy/internal/relaybuf"
 )
 
 // defaultVersion is announced to clients before the proxy has seen the
@@ -68,7 +69,7 @@ type Handler struct {
 	maxPayload       int // largest logical packet a client may send; 0: unlimited
 	maxIdle          int
 	log              *zap.Logger
-	bufs             bufPool
+	bufs             relaybuf.Pool
 	nextID           atomic.Uint64
 
 	// connMu guards the proxy-minted connection ids.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/credswap/credswap/creds"
 	"github.com/credswap/credswap/proxy"
+	"github.com/credswap/credswap/proxy/internal/relaybuf"
 )
 
 // aLongTimeAgo is a deadline in the past, used to interrupt blocked I/O.
@@ -43,12 +44,12 @@ type session struct {
 
 	client     net.Conn
 	clientAddr string
-	crd        connReader
+	crd        relaybuf.Reader
 	// cbuf holds bytes read from the client; sbuf bytes read from the
 	// backend. Both belong to the session goroutine, and sbuf to a switch
 	// holding mu.
-	cbuf rbuf
-	sbuf rbuf
+	cbuf relaybuf.Buf
+	sbuf relaybuf.Buf
 	// caps are the capabilities negotiated with the client (the mirrored
 	// ones are identical on every backend connection of the session).
 	caps        uint32
@@ -98,7 +99,7 @@ func (h *Handler) newSession(client net.Conn, connID uint32, user string, lg *lo
 		connID:      connID,
 		client:      client,
 		clientAddr:  client.RemoteAddr().String(),
-		crd:         newConnReader(client, &h.bufs),
+		crd:         relaybuf.NewReader(client, &h.bufs),
 		caps:        lg.params.caps,
 		database:    lg.db,
 		params:      lg.params,
@@ -227,28 +228,28 @@ func (s *session) run(ctx context.Context) {
 func (s *session) clientLoop(ctx context.Context) (clean bool, err error) {
 	pool := &s.h.bufs
 	for {
-		if s.cbuf.n == 0 {
-			s.cbuf.release(pool)
+		if s.cbuf.N == 0 {
+			s.cbuf.Release(pool)
 		}
-		if s.cbuf.n >= 4 {
-			n := frameLen(s.cbuf.buf)
+		if s.cbuf.N >= 4 {
+			n := frameLen(s.cbuf.B)
 			if n == 0 {
 				return false, proxy.Errorf(proxy.CodeProtocolViolation, nil, "empty command packet")
 			}
 			if s.h.maxPayload > 0 && n > s.h.maxPayload {
 				return false, tooLarge(n)
 			}
-			if s.cbuf.n >= 4+n {
+			if s.cbuf.N >= 4+n {
 				quit, err := s.command(ctx)
 				if err != nil || quit {
 					return quit, err
 				}
 				continue
 			}
-			s.cbuf.grow(4 + n)
+			s.cbuf.Grow(4 + n)
 		}
-		if err := s.crd.fill(&s.cbuf); err != nil {
-			if s.cbuf.n == 0 && errors.Is(err, io.EOF) {
+		if err := s.crd.Fill(&s.cbuf); err != nil {
+			if s.cbuf.N == 0 && errors.Is(err, io.EOF) {
 				return true, nil
 			}
 			if s.terminated.Load() {
@@ -291,7 +292,7 @@ func (s *session) endCommand(err error) {
 
 // writeClient sends p, bytes of the response to the current command.
 func (s *session) writeClient(p []byte, mid bool, nextSeq byte) error {
-	err := writeAll(s.client, s.crd.rc, p)
+	err := relaybuf.WriteAll(s.client, s.crd.RC, p)
 	s.wmu.Lock()
 	s.outMid, s.outSeq = mid, nextSeq
 	s.wmu.Unlock()
@@ -301,7 +302,7 @@ func (s *session) writeClient(p []byte, mid bool, nextSeq byte) error {
 // reply sends a packet the proxy made as the complete answer to the
 // current command.
 func (s *session) reply(p []byte) error {
-	return writeAll(s.client, s.crd.rc, p)
+	return relaybuf.WriteAll(s.client, s.crd.RC, p)
 }
 
 // finish releases the session: the backend connection goes back to the
@@ -340,15 +341,15 @@ func (s *session) finish(clean bool, cause error) {
 	be := s.be
 	cur := s.h.b.Store.Current()
 	reuse := clean && !s.terminated.Load() && !s.busy.Load() && s.safePoint() && cur != nil && be.gen == cur.N &&
-		s.cbuf.n == 0
+		s.cbuf.N == 0
 	key := s.key
 	s.mu.Unlock()
 	s.h.unregister(s)
 	s.h.b.Release()
-	s.cbuf.n = 0
-	s.cbuf.release(&s.h.bufs)
-	s.sbuf.n = 0
-	s.sbuf.release(&s.h.bufs)
+	s.cbuf.N = 0
+	s.cbuf.Release(&s.h.bufs)
+	s.sbuf.N = 0
+	s.sbuf.Release(&s.h.bufs)
 
 	if reuse && key == be.key && s.h.b.Pool.Len() < s.h.maxIdle {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

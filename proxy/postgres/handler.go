@@ -23,6 +23,7 @@ import (
 
 	"github.com/credswap/credswap/creds"
 	"github.com/credswap/credswap/proxy"
+	"github.com/credswap/credswap/proxy/internal/relaybuf"
 )
 
 // Protocol codes of startup-phase packets
@@ -76,7 +77,7 @@ type Handler struct {
 	maxBody          int
 	maxIdle          int
 	log              *zap.Logger
-	bufs             bufPool
+	bufs             relaybuf.Pool
 	loops            *Loops
 	nextID           atomic.Uint64
 
@@ -439,7 +440,7 @@ func (h *Handler) newSession(conn net.Conn, st *startup, be *serverConn) *sessio
 		id:          id,
 		client:      conn,
 		clientAddr:  conn.RemoteAddr().String(),
-		crd:         newConnReader(conn, &h.bufs),
+		crd:         relaybuf.NewReader(conn, &h.bufs),
 		user:        st.user,
 		database:    st.database,
 		params:      st.params,

@@ -12,6 +12,8 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/credswap/credswap/proxy/internal/relaybuf"
 )
 
 // Loops is a set of relay loops shared by the handlers of a process. A
@@ -102,7 +104,7 @@ func newRelayLoop(log *zap.Logger) (*relayLoop, error) {
 		epfd: epfd, evfd: evfd, log: log,
 		done: make(chan struct{}),
 		eps:  make(map[int]*endpoint),
-		buf:  make([]byte, relayBufSize),
+		buf:  make([]byte, relaybuf.Size),
 	}, nil
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/credswap/credswap/creds"
 	"github.com/credswap/credswap/proxy"
+	"github.com/credswap/credswap/proxy/internal/relaybuf"
 )
 
 // Message types whose whole body the relay needs (all others stream
@@ -62,9 +63,9 @@ type session struct {
 
 	client     net.Conn
 	clientAddr string
-	crd        connReader
-	cbuf       rbuf       // client reader only
-	cfs        frameState // client reader only
+	crd        relaybuf.Reader
+	cbuf       relaybuf.Buf // client reader only
+	cfs        frameState   // client reader only
 	user       string
 	database   string
 	// params are the startup parameters forwarded to every backend
@@ -126,7 +127,7 @@ type session struct {
 	// Backend reader state and control (goroutine relay). sbuf and sfs
 	// belong to the backend reader, and to a switch while the reader is
 	// paused; the relay loop uses sfs too.
-	sbuf     rbuf
+	sbuf     relaybuf.Buf
 	sfs      frameState
 	pauseReq atomic.Bool
 	paused   chan struct{}
@@ -236,23 +237,23 @@ func (s *session) run(ctx context.Context) {
 func (s *session) clientLoop(ctx context.Context) (clean bool, err error) {
 	pool := &s.h.bufs
 	for {
-		if s.cbuf.n == 0 {
-			s.cbuf.release(pool)
+		if s.cbuf.N == 0 {
+			s.cbuf.Release(pool)
 		}
-		if err := s.crd.fill(&s.cbuf); err != nil {
+		if err := s.crd.Fill(&s.cbuf); err != nil {
 			return errors.Is(err, io.EOF), err
 		}
 		s.mu.Lock()
 		if s.h.b.Behind(s.gen.Load()) && s.safePoint() {
 			s.switchLocked(ctx, s.h.b.Target())
 		}
-		fwd, need, stop, scanErr := scanFrames(&s.cfs, s.cbuf.buf[:s.cbuf.n], s.h.maxBody, clientWant, s)
+		fwd, need, stop, scanErr := scanFrames(&s.cfs, s.cbuf.B[:s.cbuf.N], s.h.maxBody, clientWant, s)
 		var werr error
 		if fwd > 0 {
-			werr = s.be.write(s.cbuf.buf[:fwd])
+			werr = s.be.write(s.cbuf.B[:fwd])
 		}
 		s.mu.Unlock()
-		s.cbuf.consume(fwd)
+		s.cbuf.Consume(fwd)
 		switch {
 		case scanErr != nil:
 			return false, clientScanError(scanErr)
@@ -261,8 +262,8 @@ func (s *session) clientLoop(ctx context.Context) (clean bool, err error) {
 		case stop:
 			return true, nil
 		}
-		if need > len(s.cbuf.buf) {
-			s.cbuf.grow(need)
+		if need > len(s.cbuf.B) {
+			s.cbuf.Grow(need)
 		}
 	}
 }
@@ -385,27 +386,27 @@ func (v *serverVisitor) visit(typ byte, n int, body []byte) (bool, error) {
 func (s *session) backendLoop(be *serverConn) {
 	defer close(s.g2done)
 	pool := &s.h.bufs
-	rd := newConnReader(be.conn, pool)
+	rd := relaybuf.NewReader(be.conn, pool)
 	v := serverVisitor{s: s, be: be}
 	for {
-		if s.pauseReq.Load() && s.sbuf.n == 0 && s.sfs.atBoundary() {
-			s.sbuf.release(pool)
+		if s.pauseReq.Load() && s.sbuf.N == 0 && s.sfs.atBoundary() {
+			s.sbuf.Release(pool)
 			s.paused <- struct{}{}
 			nb := <-s.resume
 			if nb == nil {
 				return
 			}
 			be = nb
-			rd = newConnReader(be.conn, pool)
+			rd = relaybuf.NewReader(be.conn, pool)
 			v = serverVisitor{s: s, be: be}
 			continue
 		}
-		if s.sbuf.n == 0 {
-			s.sbuf.release(pool)
+		if s.sbuf.N == 0 {
+			s.sbuf.Release(pool)
 		}
-		if err := rd.fill(&s.sbuf); err != nil {
+		if err := rd.Fill(&s.sbuf); err != nil {
 			if s.pauseReq.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
-				if s.sbuf.n > 0 || !s.sfs.atBoundary() {
+				if s.sbuf.N > 0 || !s.sfs.atBoundary() {
 					be.conn.SetReadDeadline(time.Time{}) // finish the message first
 				}
 				continue
@@ -413,27 +414,27 @@ func (s *session) backendLoop(be *serverConn) {
 			s.backendGone(err, v.fatal)
 			return
 		}
-		fwd, need, _, err := scanFrames(&s.sfs, s.sbuf.buf[:s.sbuf.n], 0, serverWant, &v)
+		fwd, need, _, err := scanFrames(&s.sfs, s.sbuf.B[:s.sbuf.N], 0, serverWant, &v)
 		if err != nil {
 			s.backendGone(err, false)
 			return
 		}
 		if fwd > 0 {
 			s.wmu.Lock()
-			_, werr := s.client.Write(s.sbuf.buf[:fwd])
+			_, werr := s.client.Write(s.sbuf.B[:fwd])
 			s.clientMidMsg = !s.sfs.atBoundary()
 			s.wmu.Unlock()
-			s.sbuf.consume(fwd)
+			s.sbuf.Consume(fwd)
 			if werr != nil {
 				s.readerFailed.Store(true)
 				s.client.Close() // ends the client reader
-				s.sbuf.n = 0
-				s.sbuf.release(pool)
+				s.sbuf.N = 0
+				s.sbuf.Release(pool)
 				return
 			}
 		}
-		if need > len(s.sbuf.buf) {
-			s.sbuf.grow(need)
+		if need > len(s.sbuf.B) {
+			s.sbuf.Grow(need)
 		}
 		if v.rfq {
 			v.rfq = false
@@ -449,8 +450,8 @@ func (s *session) backendLoop(be *serverConn) {
 // otherwise the client gets one.
 func (s *session) backendGone(err error, fatalSent bool) {
 	s.readerFailed.Store(true)
-	s.sbuf.n = 0
-	s.sbuf.release(&s.h.bufs)
+	s.sbuf.N = 0
+	s.sbuf.Release(&s.h.bufs)
 	if s.terminated.Load() {
 		return
 	}
@@ -544,8 +545,8 @@ func (s *session) finish(clean bool, cause error) {
 	s.mu.Unlock()
 	s.h.unregister(s)
 	s.h.b.Release()
-	s.cbuf.n = 0
-	s.cbuf.release(&s.h.bufs)
+	s.cbuf.N = 0
+	s.cbuf.Release(&s.h.bufs)
 
 	if reuse && s.h.b.Pool.Len() < s.h.maxIdle {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

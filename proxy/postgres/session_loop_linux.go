@@ -9,6 +9,7 @@ import (
 
 	"github.com/credswap/credswap/creds"
 	"github.com/credswap/credswap/proxy"
+	"github.com/credswap/credswap/proxy/internal/relaybuf"
 )
 
 // loopCarryRelease is the capacity above which an emptied carry buffer is
@@ -59,7 +60,7 @@ func readBatch(l *relayLoop, fd int, carry *[]byte, need int) ([]byte, error) {
 		return l.buf[:n], err
 	}
 	c := *carry
-	want := max(need, len(c)+relayBufSize)
+	want := max(need, len(c)+relaybuf.Size)
 	if cap(c) < want {
 		nc := make([]byte, len(c), want)
 		copy(nc, c)

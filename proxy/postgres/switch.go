@@ -15,6 +15,7 @@ import (
 
 	"github.com/credswap/credswap/creds"
 	"github.com/credswap/credswap/proxy"
+	"github.com/credswap/credswap/proxy/internal/relaybuf"
 )
 
 // Pin reasons, as shown in /v1/status and the pinned_sessions metric.
@@ -207,7 +208,7 @@ func (s *session) exchange(ctx context.Context, c *serverConn, req []byte, count
 	if err := c.write(req); err != nil {
 		return err
 	}
-	m := msgReader{rd: newConnReader(c.conn, &s.h.bufs)}
+	m := msgReader{rd: relaybuf.NewReader(c.conn, &s.h.bufs)}
 	defer m.release()
 	var firstErr error
 	for count > 0 || m.buffered() {

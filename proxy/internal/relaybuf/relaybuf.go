@@ -1,4 +1,8 @@
-package mysql
+// Package relaybuf holds the buffers and socket I/O the PostgreSQL and
+// MySQL relays share: pooled relay buffers that idle sessions do not hold,
+// a reader that waits for readability in the netpoller before taking a
+// buffer, and writes made as non-blocking raw system calls.
+package relaybuf
 
 import (
 	"io"
@@ -8,85 +12,88 @@ import (
 	"unsafe"
 )
 
-// relayBufSize is the size of pooled relay buffers: large enough that a
+// Size is the size of pooled relay buffers: large enough that a
 // typical batch of messages is read and written with one syscall each.
-const relayBufSize = 32 << 10
+const Size = 32 << 10
 
-// bufPool recycles relay buffers. Buffers larger than relayBufSize (grown
+// Pool recycles relay buffers. Buffers larger than Size (grown
 // for one oversized message) are dropped instead of pooled.
-type bufPool struct{ p sync.Pool }
+type Pool struct{ p sync.Pool }
 
-func (bp *bufPool) get() []byte {
+func (bp *Pool) Get() []byte {
 	if b, ok := bp.p.Get().(*[]byte); ok {
 		return *b
 	}
-	return make([]byte, relayBufSize)
+	return make([]byte, Size)
 }
 
-func (bp *bufPool) put(b []byte) {
-	if cap(b) != relayBufSize {
+func (bp *Pool) Put(b []byte) {
+	if cap(b) != Size {
 		return
 	}
-	b = b[:relayBufSize]
+	b = b[:Size]
 	bp.p.Put(&b)
 }
 
-// rbuf is a relay buffer: data in buf[:n]. buf is nil while the connection
+// Buf is a relay buffer: data in B[:N]. B is nil while the connection
 // is idle so that an idle session holds no buffer.
-type rbuf struct {
-	buf []byte
-	n   int
+type Buf struct {
+	B []byte
+	N int
 }
 
-// release returns an empty buffer to the pool.
-func (b *rbuf) release(bp *bufPool) {
-	if b.buf != nil && b.n == 0 {
-		bp.put(b.buf)
-		b.buf = nil
+// Release returns an empty buffer to the pool.
+func (b *Buf) Release(bp *Pool) {
+	if b.B != nil && b.N == 0 {
+		bp.Put(b.B)
+		b.B = nil
 	}
 }
 
-// consume drops the first k bytes, keeping the rest at the front.
-func (b *rbuf) consume(k int) {
+// Consume drops the first k bytes, keeping the rest at the front.
+func (b *Buf) Consume(k int) {
 	if k == 0 {
 		return
 	}
-	b.n = copy(b.buf, b.buf[k:b.n])
+	b.N = copy(b.B, b.B[k:b.N])
 }
 
-// grow makes room for at least size bytes in total, keeping the data.
-func (b *rbuf) grow(size int) {
-	if size <= len(b.buf) {
+// Grow makes room for at least size bytes in total, keeping the data.
+func (b *Buf) Grow(size int) {
+	if size <= len(b.B) {
 		return
 	}
 	nb := make([]byte, size)
-	copy(nb, b.buf[:b.n])
-	b.buf = nb
+	copy(nb, b.B[:b.N])
+	b.B = nb
 }
 
-// connReader reads from one connection into an rbuf. For plain TCP it
+// Reader reads from one connection into a Buf. For plain TCP it
 // waits for readability through syscall.RawConn and takes a buffer from the
 // pool only when data has arrived, so idle sessions hold none; other
 // connections (TLS) read through net.Conn.Read into a held buffer.
-type connReader struct {
-	conn net.Conn
-	rc   syscall.RawConn // nil unless conn is a *net.TCPConn
-	pool *bufPool
+type Reader struct {
+	Conn net.Conn
+	RC   syscall.RawConn // nil unless Conn is a *net.TCPConn
+	pool *Pool
 }
 
-func newConnReader(c net.Conn, pool *bufPool) connReader {
-	return connReader{conn: c, rc: rawConn(c), pool: pool}
+func NewReader(c net.Conn, pool *Pool) Reader {
+	return Reader{Conn: c, RC: RawConn(c), pool: pool}
 }
 
-// fill reads at least one byte into b after b.buf[:b.n]. It returns io.EOF
+// Pool returns the pool r takes buffers from.
+func (r *Reader) Pool() *Pool { return r.pool }
+
+// Fill reads at least one byte into b after b.B[:b.N]. It returns io.EOF
 // at end of stream and the connection's error (deadline, closed) otherwise.
-func (r *connReader) fill(b *rbuf) error {
-	if r.rc == nil {
-		if b.buf == nil {
-			b.buf = r.pool.get()
+func (r *Reader) Fill(b *Buf) error {
+	if r.RC == nil {
+		if b.B == nil {
+			b.B = r.pool.Get()
 		}
-		n, err := r.conn.Read(b.buf[b.n:])
-		b.n += n
+		n, err := r.Conn.Read(b.B[b.N:])
+		b.N += n
 		if n > 0 {
 			return nil
 		}
@@ -97,21 +104,20 @@ func (r *connReader) fill(b *rbuf) error {
 	}
 	var n int
 	var rerr error
-	err := r.rc.Read(func(fd uintptr) bool {
+	err := r.RC.Read(func(fd uintptr) bool {
 		acquired := false
-		if b.buf == nil {
-			b.buf = r.pool.get()
+		if b.B == nil {
+			b.B = r.pool.Get()
 			acquired = true
 		}
-		n, rerr = rawRead(fd, b.buf[b.n:])
-		if rerr == syscall.EAGAIN {
-			if acquired {
-				r.pool.put(b.buf)
-				b.buf = nil
-			}
-			return false
+		n, rerr = rawRead(fd, b.B[b.N:])
+		if n <= 0 && acquired {
+			// Nothing read (not yet, end of stream or an error): an
+			// idle session keeps holding no buffer.
+			r.pool.Put(b.B)
+			b.B = nil
 		}
-		return true
+		return rerr != syscall.EAGAIN
 	})
 	if err != nil {
 		return err
@@ -122,25 +128,25 @@ func (r *connReader) fill(b *rbuf) error {
 	if n <= 0 {
 		return io.EOF
 	}
-	b.n += n
+	b.N += n
 	return nil
 }
 
-// ensure reads from r until b holds at least n bytes, growing the buffer
+// Ensure reads from r until b holds at least n bytes, growing the buffer
 // as needed.
-func (r *connReader) ensure(b *rbuf, n int) error {
-	if b.buf == nil {
-		b.buf = r.pool.get()
+func (r *Reader) Ensure(b *Buf, n int) error {
+	if b.B == nil {
+		b.B = r.pool.Get()
 	}
-	if n > len(b.buf) {
-		b.grow(n)
+	if n > len(b.B) {
+		b.Grow(n)
 	}
-	for b.n < n {
-		if err := r.fill(b); err != nil {
+	for b.N < n {
+		if err := r.Fill(b); err != nil {
 			return err
 		}
-		if n > len(b.buf) {
-			b.grow(n)
+		if n > len(b.B) {
+			b.Grow(n)
 		}
 	}
 	return nil
@@ -169,9 +175,9 @@ func rawRead(fd uintptr, p []byte) (int, error) {
 	}
 }
 
-// rawConn returns the syscall.RawConn of a plain TCP connection, and nil for
+// RawConn returns the syscall.RawConn of a plain TCP connection, and nil for
 // any other connection (TLS).
-func rawConn(c net.Conn) syscall.RawConn {
+func RawConn(c net.Conn) syscall.RawConn {
 	if tc, ok := c.(*net.TCPConn); ok {
 		if rc, err := tc.SyscallConn(); err == nil {
 			return rc
@@ -180,11 +186,11 @@ func rawConn(c net.Conn) syscall.RawConn {
 	return nil
 }
 
-// writeAll writes p in full to c. With rc (c's RawConn, see rawConn) it
+// WriteAll writes p in full to c. With rc (c's RawConn, see RawConn) it
 // makes non-blocking write system calls and waits for writability through
 // the netpoller, honouring c's write deadline like c.Write; without, it is
 // c.Write.
-func writeAll(c net.Conn, rc syscall.RawConn, p []byte) error {
+func WriteAll(c net.Conn, rc syscall.RawConn, p []byte) error {
 	if rc == nil {
 		_, err := c.Write(p)
 		return err
