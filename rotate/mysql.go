@@ -140,19 +140,27 @@ func (s *mysqlSession) account(ctx context.Context, user string) (string, error)
 	return "", fmt.Errorf("user %s exists for %d hosts; credswap rotates accounts that exist for one host", user, len(hosts))
 }
 
-// CanLogin implements Database: the account is not locked.
-func (m MySQL) CanLogin(ctx context.Context, admin creds.Credential, user string) (bool, error) {
+// withAccount connects as admin and runs f with the 'user'@'host' of user.
+func (m MySQL) withAccount(ctx context.Context, admin creds.Credential, user string, f func(s *mysqlSession, acct string) error) error {
 	s, err := m.open(ctx, admin)
 	if err != nil {
-		return false, err
+		return err
 	}
 	defer s.db.Close()
 	acct, err := s.account(ctx, user)
 	if err != nil {
-		return false, err
+		return err
 	}
+	return f(s, acct)
+}
+
+// CanLogin implements Database: the account is not locked.
+func (m MySQL) CanLogin(ctx context.Context, admin creds.Credential, user string) (bool, error) {
 	var create string
-	if err := s.db.QueryRowContext(ctx, "SHOW CREATE USER "+acct).Scan(&create); err != nil {
+	err := m.withAccount(ctx, admin, user, func(s *mysqlSession, acct string) error {
+		return s.db.QueryRowContext(ctx, "SHOW CREATE USER "+acct).Scan(&create)
+	})
+	if err != nil {
 		return false, err
 	}
 	return !strings.Contains(strings.ToUpper(create), "ACCOUNT LOCK"), nil
@@ -160,52 +168,38 @@ func (m MySQL) CanLogin(ctx context.Context, admin creds.Credential, user string
 
 // SetPassword implements Database.
 func (m MySQL) SetPassword(ctx context.Context, admin creds.Credential, user, password string, login bool) error {
-	s, err := m.open(ctx, admin)
-	if err != nil {
+	return m.withAccount(ctx, admin, user, func(s *mysqlSession, acct string) error {
+		_, err := s.db.ExecContext(ctx, setPasswordSQL(s.srv, acct, password, login))
 		return err
-	}
-	defer s.db.Close()
-	acct, err := s.account(ctx, user)
-	if err != nil {
-		return err
-	}
-	_, err = s.db.ExecContext(ctx, setPasswordSQL(s.srv, acct, password, login))
-	return err
+	})
 }
 
 // Lock implements Database.
 func (m MySQL) Lock(ctx context.Context, admin creds.Credential, user string, terminate bool) error {
-	s, err := m.open(ctx, admin)
-	if err != nil {
-		return err
-	}
-	defer s.db.Close()
-	acct, err := s.account(ctx, user)
-	if err != nil {
-		return err
-	}
-	if _, err := s.db.ExecContext(ctx, "ALTER USER "+acct+" ACCOUNT LOCK"); err != nil {
-		return err
-	}
-	if !terminate {
-		return nil
-	}
-	rows, err := s.db.QueryContext(ctx, "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ? AND ID <> CONNECTION_ID()", user)
-	if err != nil {
-		return err
-	}
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if rows.Scan(&id) == nil {
-			ids = append(ids, id)
+	return m.withAccount(ctx, admin, user, func(s *mysqlSession, acct string) error {
+		if _, err := s.db.ExecContext(ctx, "ALTER USER "+acct+" ACCOUNT LOCK"); err != nil {
+			return err
 		}
-	}
-	rows.Close()
-	for _, id := range ids {
-		s.db.ExecContext(ctx, "KILL "+strconv.FormatInt(id, 10)) // gone already is fine
-	}
-	return nil
+		if !terminate {
+			return nil
+		}
+		rows, err := s.db.QueryContext(ctx, "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ? AND ID <> CONNECTION_ID()", user)
+		if err != nil {
+			return err
+		}
+		var ids []int64
+		for rows.Next() {
+			var id int64
+			if rows.Scan(&id) == nil {
+				ids = append(ids, id)
+			}
+		}
+		rows.Close()
+		for _, id := range ids {
+			s.db.ExecContext(ctx, "KILL "+strconv.FormatInt(id, 10)) // gone already is fine
+		}
+		return nil
+	})
 }
 
 // Verify implements Database.
@@ -222,40 +216,26 @@ func (m MySQL) Verify(ctx context.Context, c creds.Credential) error {
 
 // AddPassword implements DualPassworder.
 func (m MySQL) AddPassword(ctx context.Context, admin creds.Credential, user, current, next string) error {
-	s, err := m.open(ctx, admin)
-	if err != nil {
+	return m.withAccount(ctx, admin, user, func(s *mysqlSession, acct string) error {
+		stmt, err := dualPasswordSQL(s.srv, acct, current, next)
+		if err != nil {
+			return err
+		}
+		_, err = s.db.ExecContext(ctx, stmt)
 		return err
-	}
-	defer s.db.Close()
-	acct, err := s.account(ctx, user)
-	if err != nil {
-		return err
-	}
-	stmt, err := dualPasswordSQL(s.srv, acct, current, next)
-	if err != nil {
-		return err
-	}
-	_, err = s.db.ExecContext(ctx, stmt)
-	return err
+	})
 }
 
 // KeepOnly implements DualPassworder.
 func (m MySQL) KeepOnly(ctx context.Context, admin creds.Credential, user, password string) error {
-	s, err := m.open(ctx, admin)
-	if err != nil {
-		return err
-	}
-	defer s.db.Close()
-	acct, err := s.account(ctx, user)
-	if err != nil {
-		return err
-	}
-	for _, stmt := range keepOnlySQL(s.srv, acct, password) {
-		if _, err := s.db.ExecContext(ctx, stmt); err != nil {
-			return err
+	return m.withAccount(ctx, admin, user, func(s *mysqlSession, acct string) error {
+		for _, stmt := range keepOnlySQL(s.srv, acct, password) {
+			if _, err := s.db.ExecContext(ctx, stmt); err != nil {
+				return err
+			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // setPasswordSQL sets one password. MariaDB gets the mysql_native_password

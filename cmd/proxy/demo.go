@@ -134,22 +134,11 @@ backends:
       admin_credential: {source: file, path: admin.json}
       publish: {to: file}
 `, pg.Addr())
-	cfg, err := config.Parse([]byte(yaml), config.ParseOptions{BaseDir: dir})
+	a, stopApp, err := startDemoApp(ctx, dir, yaml)
 	if err != nil {
 		return err
 	}
-	logCfg := zap.NewDevelopmentConfig()
-	logCfg.Level = zap.NewAtomicLevelAt(zapcore.ErrorLevel)
-	log, _ := logCfg.Build()
-	a, err := app.Start(ctx, cfg, app.Options{Logger: log, Version: buildVersion()})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		a.Shutdown(sctx)
-		cancel()
-	}()
+	defer stopApp()
 	addr := a.ListenAddr("orders")
 	say("credswap listens on %s (admin API on %s); backend user orders_a", addr, a.AdminAddr())
 
@@ -176,6 +165,27 @@ backends:
 			close: func() { conn.Close(context.Background()) },
 		}, nil
 	})
+}
+
+// startDemoApp starts credswap from the configuration text yaml, with
+// paths relative to dir, logging errors only; stop shuts it down.
+func startDemoApp(ctx context.Context, dir, yaml string) (a *app.App, stop func(), err error) {
+	cfg, err := config.Parse([]byte(yaml), config.ParseOptions{BaseDir: dir})
+	if err != nil {
+		return nil, nil, err
+	}
+	logCfg := zap.NewDevelopmentConfig()
+	logCfg.Level = zap.NewAtomicLevelAt(zapcore.ErrorLevel)
+	log, _ := logCfg.Build()
+	a, err = app.Start(ctx, cfg, app.Options{Logger: log, Version: buildVersion()})
+	if err != nil {
+		return nil, nil, err
+	}
+	return a, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		a.Shutdown(sctx)
+		cancel()
+	}, nil
 }
 
 // demoSession is one client connection of the demo's load.

@@ -8,14 +8,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/go-sql-driver/mysql"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
-	"github.com/credswap/credswap/config"
-	"github.com/credswap/credswap/internal/app"
 	"github.com/credswap/credswap/internal/testenv"
 )
 
@@ -72,22 +67,11 @@ backends:
       admin_credential: {source: file, path: admin.json}
       publish: {to: file}
 `, m.Addr())
-	cfg, err := config.Parse([]byte(yaml), config.ParseOptions{BaseDir: dir})
+	a, stopApp, err := startDemoApp(ctx, dir, yaml)
 	if err != nil {
 		return err
 	}
-	logCfg := zap.NewDevelopmentConfig()
-	logCfg.Level = zap.NewAtomicLevelAt(zapcore.ErrorLevel)
-	log, _ := logCfg.Build()
-	a, err := app.Start(ctx, cfg, app.Options{Logger: log, Version: buildVersion()})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		a.Shutdown(sctx)
-		cancel()
-	}()
+	defer stopApp()
 	addr := a.ListenAddr("shop")
 	say("credswap listens on %s (admin API on %s); backend user shop_app", addr, a.AdminAddr())
 
