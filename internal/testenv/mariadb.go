@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -373,21 +372,7 @@ func (m *MariaDB) lostPortRace() bool {
 
 // LogTail returns the last lines of the server log written since the latest start attempt.
 func (m *MariaDB) LogTail() string {
-	f, err := os.Open(m.LogFile)
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
-	}
-	off := max(m.logOff, fi.Size()-logTailBytes)
-	buf, err := io.ReadAll(io.NewSectionReader(f, off, fi.Size()-off))
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
-	}
-	return tail(buf, 30)
+	return logTail(m.LogFile, m.logOff)
 }
 
 // Stop shuts the server down (SIGTERM, SIGKILL after 10 s) and removes its directories. It is

@@ -326,21 +326,7 @@ func (p *Postgres) lostPortRace() bool {
 
 // LogTail returns the last lines of the server log written since the latest start attempt.
 func (p *Postgres) LogTail() string {
-	f, err := os.Open(p.LogFile)
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
-	}
-	off := max(p.logOff, fi.Size()-logTailBytes)
-	buf, err := io.ReadAll(io.NewSectionReader(f, off, fi.Size()-off))
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
-	}
-	return tail(buf, 30)
+	return logTail(p.LogFile, p.logOff)
 }
 
 // Stop shuts the server down (fast shutdown, SIGKILL after 10 s) and removes its directories.
@@ -441,6 +427,26 @@ func readPid(file string) (int, error) {
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
 	return strconv.Atoi(strings.TrimSpace(line))
+}
+
+// logTail returns the last 30 lines of the log file path written after
+// offset off (where the server's current start attempt began).
+func logTail(path string, off int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	off = max(off, fi.Size()-logTailBytes)
+	buf, err := io.ReadAll(io.NewSectionReader(f, off, fi.Size()-off))
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	return tail(buf, 30)
 }
 
 // tail returns the last n lines of b.

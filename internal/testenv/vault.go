@@ -276,21 +276,7 @@ func (v *Vault) lostPortRace() bool {
 
 // LogTail returns the last lines of the server log written since the latest start attempt.
 func (v *Vault) LogTail() string {
-	f, err := os.Open(v.LogFile)
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
-	}
-	off := max(v.logOff, fi.Size()-logTailBytes)
-	buf, err := io.ReadAll(io.NewSectionReader(f, off, fi.Size()-off))
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
-	}
-	return tail(buf, 30)
+	return logTail(v.LogFile, v.logOff)
 }
 
 // Pause stops the server's process group with SIGSTOP, so it keeps its state but answers nothing:
