@@ -212,11 +212,11 @@ runs:
 					}
 					n++
 					s := measure(ctx, pg.Bin("pgbench"), targets[name], mode, clients, o.seconds, clk)
-					s.round = round
+					s.Round = round
 					if ctx.Err() != nil {
 						break runs // an interrupted run is no measurement
 					}
-					r.add(cell{mode, clients, name}, s)
+					r.Add(cell{mode, clients, name}, s)
 					logf("[%d/%d] round %d %-8s c=%-3d %-9s %s", n, total, round, mode, clients, name, describeSample(s))
 				}
 			}
@@ -260,31 +260,31 @@ func measure(ctx context.Context, pgbench string, t *target, mode string, client
 	res, err := runPgbench(ctx, pgbench, t.env, pgbenchArgs(mode, clients, seconds), time.Duration(seconds)*time.Second+pgbenchGrace)
 	if t.proc != nil {
 		if gone, werr := t.proc.Exited(); gone {
-			return sample{err: errors.Join(err, fmt.Errorf("%s exited (%v); log:\n%s", t.name, werr, benchkit.Indent(t.proc.LogTail())))}
+			return sample{Err: errors.Join(err, fmt.Errorf("%s exited (%v); log:\n%s", t.name, werr, benchkit.Indent(t.proc.LogTail())))}
 		}
 	}
 	if err != nil {
-		return sample{err: err}
+		return sample{Err: err}
 	}
-	s := sample{res: res}
+	s := sample{Res: res}
 	if t.proc != nil && cpuErr == nil {
 		after, err := benchkit.CPUTicks(t.proc.PID())
 		if err == nil && after >= before {
-			s.cpuUS = float64(after-before) / float64(clk) * 1e6 / float64(res.Txns)
-			s.hasCPU = true
+			s.CPUUS = float64(after-before) / float64(clk) * 1e6 / float64(res.Txns)
+			s.HasCPU = true
 		}
 	}
 	return s
 }
 
 func describeSample(s sample) string {
-	if s.err != nil {
-		first, _, _ := strings.Cut(s.err.Error(), "\n")
+	if s.Err != nil {
+		first, _, _ := strings.Cut(s.Err.Error(), "\n")
 		return "FAILED: " + first
 	}
-	d := fmt.Sprintf("%9.0f tps %9d txns", s.res.TPS, s.res.Txns)
-	if s.hasCPU {
-		d += fmt.Sprintf("  CPU %6.1f µs/txn", s.cpuUS)
+	d := fmt.Sprintf("%9.0f tps %9d txns", s.Res.TPS, s.Res.Txns)
+	if s.HasCPU {
+		d += fmt.Sprintf("  CPU %6.1f µs/txn", s.CPUUS)
 	}
 	return d
 }

@@ -47,21 +47,6 @@ func TestParsePgbench(t *testing.T) {
 	}
 }
 
-func TestMedian(t *testing.T) {
-	for _, tc := range []struct {
-		in   []float64
-		want float64
-	}{
-		{[]float64{3}, 3},
-		{[]float64{5, 1, 3}, 3},
-		{[]float64{4, 1, 3, 2}, 2.5},
-	} {
-		if got := median(tc.in); got != tc.want {
-			t.Errorf("median(%v) = %v, want %v", tc.in, got, tc.want)
-		}
-	}
-}
-
 func TestRotate(t *testing.T) {
 	xs := []string{"direct", "credswap", "pgbouncer"}
 	for k, want := range [][]string{
@@ -107,12 +92,12 @@ func TestRenderReportFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := newResults()
-	r.add(cell{"prepared", 8, targetDirect}, sample{round: 1, res: pgbenchResult{TPS: 1000, Txns: 10000}})
-	r.add(cell{"prepared", 8, targetDirect}, sample{round: 2, res: pgbenchResult{TPS: 1200, Txns: 12000}})
-	r.add(cell{"prepared", 8, targetCredswap}, sample{round: 1, res: pgbenchResult{TPS: 900, Txns: 9000}, cpuUS: 20, hasCPU: true})
-	r.add(cell{"prepared", 8, targetCredswap}, sample{round: 2, err: errString("pgbench: connection refused")})
-	r.add(cell{"prepared", 8, targetPgbouncer}, sample{round: 1, err: errString("boom")})
-	r.add(cell{"prepared", 8, targetPgbouncer}, sample{round: 2, err: errString("boom")})
+	r.Add(cell{"prepared", 8, targetDirect}, sample{Round: 1, Res: pgbenchResult{TPS: 1000, Txns: 10000}})
+	r.Add(cell{"prepared", 8, targetDirect}, sample{Round: 2, Res: pgbenchResult{TPS: 1200, Txns: 12000}})
+	r.Add(cell{"prepared", 8, targetCredswap}, sample{Round: 1, Res: pgbenchResult{TPS: 900, Txns: 9000}, CPUUS: 20, HasCPU: true})
+	r.Add(cell{"prepared", 8, targetCredswap}, sample{Round: 2, Err: errString("pgbench: connection refused")})
+	r.Add(cell{"prepared", 8, targetPgbouncer}, sample{Round: 1, Err: errString("boom")})
+	r.Add(cell{"prepared", 8, targetPgbouncer}, sample{Round: 2, Err: errString("boom")})
 	out := renderReport(header{}, o, r, false)
 	for _, want := range []string{
 		"| prepared | 8 | 1100 | 900 (1/2 ok) | FAIL (0/2) | 0.82 | – | – | 20.0 | – |",

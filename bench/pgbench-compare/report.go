@@ -26,64 +26,15 @@ type cell struct {
 	target  string
 }
 
-// sample is one pgbench run.
-type sample struct {
-	round  int
-	res    pgbenchResult
-	cpuUS  float64 // proxy CPU µs per transaction; valid if hasCPU
-	hasCPU bool
-	err    error // the run does not count if set
-}
+// sample is one run; results holds every run of a benchmark.
+type (
+	sample  = benchkit.Sample[pgbenchResult]
+	results = benchkit.Results[cell, pgbenchResult]
+	summary = benchkit.Summary
+)
 
-// results holds every run of a benchmark; it is used by one goroutine.
-type results struct {
-	runs map[cell][]sample
-}
-
-func newResults() *results { return &results{runs: make(map[cell][]sample)} }
-
-func (r *results) add(c cell, s sample) { r.runs[c] = append(r.runs[c], s) }
-
-// summary is the medians of a cell's successful runs.
-type summary struct {
-	ok, total int
-	tps       float64 // valid if ok > 0
-	cpuUS     float64 // valid if hasCPU
-	hasCPU    bool
-}
-
-func (r *results) summarize(c cell) summary {
-	var tps, cpu []float64
-	s := summary{total: len(r.runs[c])}
-	for _, run := range r.runs[c] {
-		if run.err != nil {
-			continue
-		}
-		tps = append(tps, run.res.TPS)
-		if run.hasCPU {
-			cpu = append(cpu, run.cpuUS)
-		}
-	}
-	s.ok = len(tps)
-	if s.ok > 0 {
-		s.tps = median(tps)
-	}
-	if len(cpu) > 0 {
-		s.cpuUS, s.hasCPU = median(cpu), true
-	}
-	return s
-}
-
-// median returns the median of xs (the mean of the middle two for an even count); xs must not be
-// empty. xs is not modified.
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
+func newResults() *results {
+	return benchkit.NewResults[cell](func(r pgbenchResult) float64 { return r.TPS })
 }
 
 // header describes the run: when, where, with what.
@@ -148,7 +99,7 @@ func renderReport(h header, o options, r *results, interrupted bool) string {
 		for _, clients := range o.clients {
 			sums := make(map[string]summary)
 			for _, t := range shown {
-				sums[t] = r.summarize(cell{mode, clients, t})
+				sums[t] = r.Summarize(cell{mode, clients, t})
 			}
 			row := []string{mode, fmt.Sprint(clients)}
 			for _, t := range shown {
@@ -156,15 +107,15 @@ func renderReport(h header, o options, r *results, interrupted bool) string {
 			}
 			for _, rt := range ratios {
 				n, d := sums[rt.num], sums[rt.den]
-				if n.ok == 0 || d.ok == 0 || d.tps == 0 {
+				if n.OK == 0 || d.OK == 0 || d.TPS == 0 {
 					row = append(row, "–")
 					continue
 				}
-				row = append(row, fmt.Sprintf("%.2f", n.tps/d.tps))
+				row = append(row, fmt.Sprintf("%.2f", n.TPS/d.TPS))
 			}
 			for _, t := range proxies {
-				if s := sums[t]; s.hasCPU {
-					row = append(row, fmt.Sprintf("%.1f", s.cpuUS))
+				if s := sums[t]; s.HasCPU {
+					row = append(row, fmt.Sprintf("%.1f", s.CPUUS))
 				} else {
 					row = append(row, "–")
 				}
@@ -178,10 +129,10 @@ func renderReport(h header, o options, r *results, interrupted bool) string {
 		for _, mode := range o.modes {
 			for _, clients := range o.clients {
 				for _, t := range shown {
-					for _, s := range r.runs[cell{mode, clients, t}] {
-						if s.round == round && s.err != nil {
+					for _, s := range r.Runs[cell{mode, clients, t}] {
+						if s.Round == round && s.Err != nil {
 							failures = append(failures, fmt.Sprintf("- round %d, -M %s -c %d, %s:\n\n  ```\n%s\n  ```\n",
-								round, mode, clients, t, benchkit.IndentWith(benchkit.LastLines(s.err.Error(), 12), "  ")))
+								round, mode, clients, t, benchkit.IndentWith(benchkit.LastLines(s.Err.Error(), 12), "  ")))
 						}
 					}
 				}
@@ -198,13 +149,13 @@ func renderReport(h header, o options, r *results, interrupted bool) string {
 // tpsCell formats a median TPS, marking cells with failed runs.
 func tpsCell(s summary) string {
 	switch {
-	case s.total == 0:
+	case s.Total == 0:
 		return "–"
-	case s.ok == 0:
-		return fmt.Sprintf("FAIL (0/%d)", s.total)
-	case s.ok < s.total:
-		return fmt.Sprintf("%.0f (%d/%d ok)", s.tps, s.ok, s.total)
+	case s.OK == 0:
+		return fmt.Sprintf("FAIL (0/%d)", s.Total)
+	case s.OK < s.Total:
+		return fmt.Sprintf("%.0f (%d/%d ok)", s.TPS, s.OK, s.Total)
 	default:
-		return fmt.Sprintf("%.0f", s.tps)
+		return fmt.Sprintf("%.0f", s.TPS)
 	}
 }

@@ -192,11 +192,11 @@ runs:
 					}
 					n++
 					s := measure(ctx, sysbenchBin, targets[name], runArgs(mode, threads, o.seconds, o.tables, o.tableSize), o.seconds, clk)
-					s.round = round
+					s.Round = round
 					if ctx.Err() != nil {
 						break runs // an interrupted run is no measurement
 					}
-					r.add(cell{mode, threads, name}, s)
+					r.Add(cell{mode, threads, name}, s)
 					logf("[%d/%d] round %d %-8s threads=%-3d %-8s %s", n, total, round, mode, threads, name, describeSample(s))
 				}
 			}
@@ -228,31 +228,31 @@ func measure(ctx context.Context, sysbenchBin string, t *target, args []string, 
 	res, err := runSysbench(ctx, sysbenchBin, t.connFile, args, time.Duration(seconds)*time.Second+sysbenchGrace)
 	if t.proc != nil {
 		if gone, werr := t.proc.Exited(); gone {
-			return sample{err: errors.Join(err, fmt.Errorf("%s exited (%v); log:\n%s", t.name, werr, benchkit.Indent(t.proc.LogTail())))}
+			return sample{Err: errors.Join(err, fmt.Errorf("%s exited (%v); log:\n%s", t.name, werr, benchkit.Indent(t.proc.LogTail())))}
 		}
 	}
 	if err != nil {
-		return sample{err: err}
+		return sample{Err: err}
 	}
-	s := sample{res: res}
+	s := sample{Res: res}
 	if t.proc != nil && cpuErr == nil {
 		after, err := benchkit.CPUTicks(t.proc.PID())
 		if err == nil && after >= before {
-			s.cpuUS = float64(after-before) / float64(clk) * 1e6 / float64(res.Txns)
-			s.hasCPU = true
+			s.CPUUS = float64(after-before) / float64(clk) * 1e6 / float64(res.Txns)
+			s.HasCPU = true
 		}
 	}
 	return s
 }
 
 func describeSample(s sample) string {
-	if s.err != nil {
-		first, _, _ := strings.Cut(s.err.Error(), "\n")
+	if s.Err != nil {
+		first, _, _ := strings.Cut(s.Err.Error(), "\n")
 		return "FAILED: " + first
 	}
-	d := fmt.Sprintf("%9.0f tps %9.0f qps %9d txns", s.res.TPS, s.res.QPS, s.res.Txns)
-	if s.hasCPU {
-		d += fmt.Sprintf("  CPU %6.1f µs/txn", s.cpuUS)
+	d := fmt.Sprintf("%9.0f tps %9.0f qps %9d txns", s.Res.TPS, s.Res.QPS, s.Res.Txns)
+	if s.HasCPU {
+		d += fmt.Sprintf("  CPU %6.1f µs/txn", s.CPUUS)
 	}
 	return d
 }

@@ -121,13 +121,7 @@ func TestWriteConnFile(t *testing.T) {
 	}
 }
 
-func TestMedianAndRotate(t *testing.T) {
-	if got := median([]float64{4, 1, 3, 2}); got != 2.5 {
-		t.Errorf("median = %v, want 2.5", got)
-	}
-	if got := median([]float64{5, 1, 3}); got != 3 {
-		t.Errorf("median = %v, want 3", got)
-	}
+func TestRotate(t *testing.T) {
 	for k, want := range [][]string{{"direct", "credswap"}, {"credswap", "direct"}, {"direct", "credswap"}} {
 		if got := rotate(allTargets, k); !reflect.DeepEqual(got, want) {
 			t.Errorf("rotate(%d) = %v, want %v", k, got, want)
@@ -170,7 +164,7 @@ func TestRenderReport(t *testing.T) {
 	}
 	r := newResults()
 	add := func(mode, target string, round int, tps, cpu float64) {
-		r.add(cell{mode, 8, target}, sample{round: round, res: sysbenchResult{TPS: tps, QPS: tps, Txns: int64(tps * 10)}, cpuUS: cpu, hasCPU: cpu > 0})
+		r.Add(cell{mode, 8, target}, sample{Round: round, Res: sysbenchResult{TPS: tps, QPS: tps, Txns: int64(tps * 10)}, CPUUS: cpu, HasCPU: cpu > 0})
 	}
 	add(modePrepared, targetDirect, 1, 1000, 0)
 	add(modePrepared, targetDirect, 2, 1200, 0)
@@ -180,7 +174,7 @@ func TestRenderReport(t *testing.T) {
 	add(modePrepared, targetCredswap, 3, 770, 31)
 	add(modeText, targetDirect, 1, 1000, 0)
 	add(modeText, targetDirect, 2, 1000, 0)
-	r.add(cell{modeText, 8, targetDirect}, sample{round: 3, err: errString("sysbench: FATAL: connection refused")})
+	r.Add(cell{modeText, 8, targetDirect}, sample{Round: 3, Err: errString("sysbench: FATAL: connection refused")})
 	add(modeText, targetCredswap, 1, 700, 40)
 	add(modeText, targetCredswap, 2, 720, 44)
 	add(modeText, targetCredswap, 3, 710, 42)

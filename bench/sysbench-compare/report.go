@@ -4,7 +4,6 @@ package main
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/credswap/credswap/bench/internal/benchkit"
@@ -17,74 +16,15 @@ type cell struct {
 	target  string
 }
 
-// sample is one sysbench run.
-type sample struct {
-	round  int
-	res    sysbenchResult
-	cpuUS  float64 // proxy CPU µs per transaction; valid if hasCPU
-	hasCPU bool
-	err    error // the run does not count if set
-}
+// sample is one run; results holds every run of a benchmark.
+type (
+	sample  = benchkit.Sample[sysbenchResult]
+	results = benchkit.Results[cell, sysbenchResult]
+	summary = benchkit.Summary
+)
 
-// results holds every run of a benchmark; it is used by one goroutine.
-type results struct {
-	runs map[cell][]sample
-}
-
-func newResults() *results { return &results{runs: make(map[cell][]sample)} }
-
-func (r *results) add(c cell, s sample) { r.runs[c] = append(r.runs[c], s) }
-
-// summary is the medians of a cell's successful runs.
-type summary struct {
-	ok, total int
-	tps       float64 // valid if ok > 0
-	cpuUS     float64 // valid if hasCPU
-	hasCPU    bool
-}
-
-func (r *results) summarize(c cell) summary {
-	var tps, cpu []float64
-	s := summary{total: len(r.runs[c])}
-	for _, run := range r.runs[c] {
-		if run.err != nil {
-			continue
-		}
-		tps = append(tps, run.res.TPS)
-		if run.hasCPU {
-			cpu = append(cpu, run.cpuUS)
-		}
-	}
-	s.ok = len(tps)
-	if s.ok > 0 {
-		s.tps = median(tps)
-	}
-	if len(cpu) > 0 {
-		s.cpuUS, s.hasCPU = median(cpu), true
-	}
-	return s
-}
-
-// roundTPS returns the TPS of the successful run of c in round, if there is one.
-func (r *results) roundTPS(c cell, round int) (float64, bool) {
-	for _, s := range r.runs[c] {
-		if s.round == round && s.err == nil {
-			return s.res.TPS, true
-		}
-	}
-	return 0, false
-}
-
-// median returns the median of xs (the mean of the middle two for an even count); xs must not be
-// empty. xs is not modified.
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
+func newResults() *results {
+	return benchkit.NewResults[cell](func(r sysbenchResult) float64 { return r.TPS })
 }
 
 // header describes the run: when, where, with what.
@@ -126,19 +66,19 @@ func renderReport(h header, o options, r *results, interrupted bool) string {
 	b.WriteString("|" + strings.Repeat("---|", 2) + strings.Repeat("---:|", len(cols)-2) + "\n")
 	for _, mode := range o.modes {
 		for _, threads := range o.threads {
-			d := r.summarize(cell{mode, threads, targetDirect})
-			c := r.summarize(cell{mode, threads, targetCredswap})
+			d := r.Summarize(cell{mode, threads, targetDirect})
+			c := r.Summarize(cell{mode, threads, targetCredswap})
 			row := []string{mode, fmt.Sprint(threads), tpsCell(d), tpsCell(c)}
-			if d.ok == 0 || c.ok == 0 || d.tps == 0 {
+			if d.OK == 0 || c.OK == 0 || d.TPS == 0 {
 				row = append(row, "–")
 			} else {
-				row = append(row, fmt.Sprintf("%.2f", c.tps/d.tps))
+				row = append(row, fmt.Sprintf("%.2f", c.TPS/d.TPS))
 			}
 			var per []string
 			var ratios []float64
 			for round := 1; round <= o.rounds; round++ {
-				dt, dok := r.roundTPS(cell{mode, threads, targetDirect}, round)
-				ct, cok := r.roundTPS(cell{mode, threads, targetCredswap}, round)
+				dt, dok := r.RoundTPS(cell{mode, threads, targetDirect}, round)
+				ct, cok := r.RoundTPS(cell{mode, threads, targetCredswap}, round)
 				if !dok || !cok || dt == 0 {
 					per = append(per, "–")
 					continue
@@ -152,13 +92,13 @@ func renderReport(h header, o options, r *results, interrupted bool) string {
 			switch {
 			case len(ratios) == 0:
 				row = append(row, "–", "–")
-			case median(ratios) >= goalRatio:
-				row = append(row, fmt.Sprintf("%.3f", median(ratios)), "yes")
+			case benchkit.Median(ratios) >= goalRatio:
+				row = append(row, fmt.Sprintf("%.3f", benchkit.Median(ratios)), "yes")
 			default:
-				row = append(row, fmt.Sprintf("%.3f", median(ratios)), "**no**")
+				row = append(row, fmt.Sprintf("%.3f", benchkit.Median(ratios)), "**no**")
 			}
-			if c.hasCPU {
-				row = append(row, fmt.Sprintf("%.1f", c.cpuUS))
+			if c.HasCPU {
+				row = append(row, fmt.Sprintf("%.1f", c.CPUUS))
 			} else {
 				row = append(row, "–")
 			}
@@ -171,10 +111,10 @@ func renderReport(h header, o options, r *results, interrupted bool) string {
 		for _, mode := range o.modes {
 			for _, threads := range o.threads {
 				for _, t := range allTargets {
-					for _, s := range r.runs[cell{mode, threads, t}] {
-						if s.round == round && s.err != nil {
+					for _, s := range r.Runs[cell{mode, threads, t}] {
+						if s.Round == round && s.Err != nil {
 							failures = append(failures, fmt.Sprintf("- round %d, %s --threads=%d, %s:\n\n  ```\n%s\n  ```\n",
-								round, mode, threads, t, benchkit.IndentWith(benchkit.LastLines(s.err.Error(), 12), "  ")))
+								round, mode, threads, t, benchkit.IndentWith(benchkit.LastLines(s.Err.Error(), 12), "  ")))
 						}
 					}
 				}
@@ -191,13 +131,13 @@ func renderReport(h header, o options, r *results, interrupted bool) string {
 // tpsCell formats a median TPS, marking cells with failed runs.
 func tpsCell(s summary) string {
 	switch {
-	case s.total == 0:
+	case s.Total == 0:
 		return "–"
-	case s.ok == 0:
-		return fmt.Sprintf("FAIL (0/%d)", s.total)
-	case s.ok < s.total:
-		return fmt.Sprintf("%.0f (%d/%d ok)", s.tps, s.ok, s.total)
+	case s.OK == 0:
+		return fmt.Sprintf("FAIL (0/%d)", s.Total)
+	case s.OK < s.Total:
+		return fmt.Sprintf("%.0f (%d/%d ok)", s.TPS, s.OK, s.Total)
 	default:
-		return fmt.Sprintf("%.0f", s.tps)
+		return fmt.Sprintf("%.0f", s.TPS)
 	}
 }
