@@ -4,7 +4,7 @@
 #
 #   scripts/deps.sh            # test dependencies: PostgreSQL and MariaDB servers
 #                              # and clients, sysbench
-#   scripts/deps.sh bench      # plus pgbouncer for the benchmarks
+#   scripts/deps.sh bench      # plus pgbouncer and socat for the benchmarks
 set -euo pipefail
 
 need_pkgs=()
@@ -27,6 +27,7 @@ have mariadb || need_pkgs+=(mariadb-client)
 have sysbench || need_pkgs+=(sysbench)
 if [ "${1:-}" = "bench" ]; then
   command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || need_pkgs+=(pgbouncer)
+  have socat || need_pkgs+=(socat)
 fi
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -46,6 +47,7 @@ for prog in mariadbd mariadb-install-db mariadb sysbench; do
 done
 if [ "${1:-}" = "bench" ]; then
   command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+  have socat || missing+=(socat)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: required programs missing after install: ${missing[*]}" >&2

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +31,10 @@ const (
 
 var allTargets = []string{targetDirect, targetCredswap}
 
+// targetSocat is socat, a plain TCP relay (-socat): the cost of any proxy
+// hop on this machine, measured in the same run.
+const targetSocat = "socat"
+
 // goalRatio is the requirement the report reads the numbers against: credswap's TPS at least
 // this fraction of a direct connection's in the same run.
 const goalRatio = 0.75
@@ -43,7 +48,16 @@ type options struct {
 	tables    int
 	tableSize int
 	out       string
+	socat     bool     // also measure socat as a plain TCP relay
 	args      []string // the arguments as given, for the report
+}
+
+// targets returns the targets to measure, in the order of the first round.
+func (o options) targets() []string {
+	if o.socat {
+		return append(slices.Clone(allTargets), targetSocat)
+	}
+	return allTargets
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -56,6 +70,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.tables, "tables", 4, "sysbench --tables")
 	fs.IntVar(&o.tableSize, "table-size", 100000, "sysbench --table-size (rows per table)")
 	fs.StringVar(&o.out, "out", "", "also write the markdown report to `FILE`")
+	fs.BoolVar(&o.socat, "socat", false, "also measure socat, a plain TCP relay (fork per connection), as the cost of any proxy hop")
 	if err := benchkit.ParseFlags(fs, args); err != nil {
 		return o, err
 	}
@@ -176,14 +191,27 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
 		return err
 	}
 
+	if o.socat {
+		addr, proc, err := startSocat(ctx, dir, m.Addr())
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, proc.Stop()) }()
+		logf("socat (pid %d) on %s", proc.PID(), addr)
+		targets[targetSocat] = &target{name: targetSocat, connFile: filepath.Join(dir, "sysbench-socat.cnf")}
+		if err := writeConnFile(targets[targetSocat].connFile, addr, backend, benchDB); err != nil {
+			return err
+		}
+	}
+
 	h := describe(ctx, started, o, clk, m, sysbenchBin, goBin, code)
 	r := newResults()
-	total := o.rounds * len(o.modes) * len(o.threads) * len(allTargets)
+	total := o.rounds * len(o.modes) * len(o.threads) * len(o.targets())
 	logf("%d runs of %d s (about %v)", total, o.seconds, time.Duration(total*o.seconds)*time.Second)
 	n := 0
 runs:
 	for round := 1; round <= o.rounds; round++ {
-		order := rotate(allTargets, round-1)
+		order := rotate(o.targets(), round-1)
 		for _, mode := range o.modes {
 			for _, threads := range o.threads {
 				for _, name := range order {
@@ -282,4 +310,36 @@ func serverVersion(line, bin string) string {
 		line = filepath.Base(bin) + rest
 	}
 	return strings.Join(strings.Fields(line), " ")
+}
+
+// startSocat runs socat relaying 127.0.0.1:<free port> to upstream, a
+// child per connection, and waits until it accepts.
+func startSocat(ctx context.Context, dir, upstream string) (string, *benchkit.Process, error) {
+	bin, err := exec.LookPath("socat")
+	if err != nil {
+		return "", nil, fmt.Errorf("-socat: socat is not on PATH (apt-get install socat): %w", err)
+	}
+	port, err := testenv.FreePort()
+	if err != nil {
+		return "", nil, err
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	cmd := exec.Command(bin, fmt.Sprintf("TCP-LISTEN:%d,bind=127.0.0.1,fork,reuseaddr,nodelay", port), "TCP:"+upstream+",nodelay")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	proc, err := benchkit.StartProcess("socat", cmd, filepath.Join(dir, "socat.log"))
+	if err != nil {
+		return "", nil, err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return addr, proc, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return "", nil, errors.Join(fmt.Errorf("socat does not accept on %s: %w", addr, err), proc.Stop())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -45,8 +45,8 @@ func renderReport(h header, o options, r *results, interrupted bool) string {
 	fmt.Fprintf(&b, "- **Versions:** Go %s; %s; %s\n", strings.TrimPrefix(h.GoVersion, "go"), h.mariadb, h.sysbench)
 	fmt.Fprintf(&b, "- **Command:** `%s`\n", h.Command)
 	fmt.Fprintf(&b, "- **Code:** %s\n", h.code)
-	fmt.Fprintf(&b, "- **Runs:** rounds: %d, %d s per run; within a round direct and credswap run back to back for each mode and thread count, in an order alternated every round; medians shown; the goal (credswap ≥ %.2f× direct) is read against the median of the per-round ratios\n",
-		o.rounds, o.seconds, goalRatio)
+	fmt.Fprintf(&b, "- **Runs:** rounds: %d, %d s per run; within a round %s run back to back for each mode and thread count, in an order alternated every round; medians shown; the goal (credswap ≥ %.2f× direct) is read against the median of the per-round ratios\n",
+		o.rounds, o.seconds, strings.Join(o.targets(), ", "), goalRatio)
 	fmt.Fprintf(&b, "- **Load average (1/5/15 min):** %s at start, %s at end\n", h.LoadStart, h.LoadEnd)
 	fmt.Fprintf(&b, "- **Workload:** `sysbench %s --tables=%d --table-size=%d --rand-type=%s --threads=N --time=%d --db-ps-mode=auto|disable run` (prepared|text), over TCP on 127.0.0.1 without TLS; one query per transaction (QPS = TPS); proxy CPU is utime+stime of the proxy process over each run (CLK_TCK %d) per transaction\n",
 		sysbenchTest, o.tables, o.tableSize, randType, o.seconds, h.clkTck)
@@ -106,11 +106,15 @@ func renderReport(h header, o options, r *results, interrupted bool) string {
 		}
 	}
 
+	if o.socat {
+		renderSocat(&b, o, r)
+	}
+
 	var failures []string
 	for round := 1; round <= o.rounds; round++ {
 		for _, mode := range o.modes {
 			for _, threads := range o.threads {
-				for _, t := range allTargets {
+				for _, t := range o.targets() {
 					for _, s := range r.Runs[cell{mode, threads, t}] {
 						if s.Round == round && s.Err != nil {
 							failures = append(failures, fmt.Sprintf("- round %d, %s --threads=%d, %s:\n\n  ```\n%s\n  ```\n",
@@ -139,5 +143,38 @@ func tpsCell(s summary) string {
 		return fmt.Sprintf("%.0f (%d/%d ok)", s.TPS, s.OK, s.Total)
 	default:
 		return fmt.Sprintf("%.0f", s.TPS)
+	}
+}
+
+// renderSocat adds the same-run reference of a plain TCP relay: socat's
+// TPS against direct and credswap's against socat, by round.
+func renderSocat(b *strings.Builder, o options, r *results) {
+	b.WriteString("\nsocat, a plain TCP relay (a child process per connection, no parsing), in the same run:\n\n")
+	b.WriteString("| mode | threads | socat TPS | socat/direct per round | median | credswap/socat per round | median |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|\n")
+	ratios := func(mode string, threads int, num, den string) (string, string) {
+		var per []string
+		var xs []float64
+		for round := 1; round <= o.rounds; round++ {
+			n, nok := r.RoundTPS(cell{mode, threads, num}, round)
+			d, dok := r.RoundTPS(cell{mode, threads, den}, round)
+			if !nok || !dok || d == 0 {
+				per = append(per, "–")
+				continue
+			}
+			per = append(per, fmt.Sprintf("%.2f", n/d))
+			xs = append(xs, n/d)
+		}
+		if len(xs) == 0 {
+			return strings.Join(per, ", "), "–"
+		}
+		return strings.Join(per, ", "), fmt.Sprintf("%.3f", benchkit.Median(xs))
+	}
+	for _, mode := range o.modes {
+		for _, threads := range o.threads {
+			sd, sm := ratios(mode, threads, targetSocat, targetDirect)
+			cd, cm := ratios(mode, threads, targetCredswap, targetSocat)
+			fmt.Fprintf(b, "| %s | %d | %s | %s | %s | %s | %s |\n", mode, threads, tpsCell(r.Summarize(cell{mode, threads, targetSocat})), sd, sm, cd, cm)
+		}
 	}
 }
