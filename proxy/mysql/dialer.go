@@ -367,26 +367,7 @@ func (c *serverConn) PoolKey() string { return c.key }
 // have nothing to read; data or EOF means the server closed it or sent an
 // error (a killed connection, wait_timeout).
 func (c *serverConn) Healthy() bool {
-	raw := c.conn
-	if tc, ok := raw.(*tls.Conn); ok {
-		raw = tc.NetConn()
-	}
-	sc, ok := raw.(syscall.Conn)
-	if !ok {
-		return true
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	healthy := false
-	var b [1]byte
-	rc.Read(func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		healthy = err == syscall.EAGAIN
-		return true
-	})
-	return healthy
+	return relaybuf.PeekIdle(c.conn)
 }
 
 // Close sends COM_QUIT and closes the connection. Idempotent.

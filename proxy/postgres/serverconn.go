@@ -8,7 +8,6 @@ import (
 	"net"
 	"strconv"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/credswap/credswap/creds"
 	"github.com/credswap/credswap/proxy"
+	"github.com/credswap/credswap/proxy/internal/relaybuf"
 )
 
 // Dialer logs in to the upstream PostgreSQL with a given credential. It is
@@ -241,26 +241,7 @@ func (c *serverConn) Healthy() bool {
 	if fc, ok := c.conn.(*fdConn); ok {
 		return fc.peekHealthy()
 	}
-	raw := c.conn
-	if tc, ok := raw.(*tls.Conn); ok {
-		raw = tc.NetConn()
-	}
-	sc, ok := raw.(syscall.Conn)
-	if !ok {
-		return true
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	healthy := false
-	var b [1]byte
-	rc.Read(func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		healthy = err == syscall.EAGAIN
-		return true
-	})
-	return healthy
+	return relaybuf.PeekIdle(c.conn)
 }
 
 // Close sends Terminate and closes the connection. Idempotent.

@@ -5,6 +5,7 @@
 package relaybuf
 
 import (
+	"crypto/tls"
 	"io"
 	"net"
 	"sync"
@@ -216,4 +217,29 @@ func WriteAll(c net.Conn, rc syscall.RawConn, p []byte) error {
 		return err
 	}
 	return werr
+}
+
+// PeekIdle reports whether an idle connection (plain or TLS over TCP) has
+// nothing to read: data or EOF on a pooled backend connection means the
+// server closed it or sent an error while it was idle.
+func PeekIdle(c net.Conn) bool {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	idle := false
+	var b [1]byte
+	rc.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		idle = err == syscall.EAGAIN
+		return true
+	})
+	return idle
 }
