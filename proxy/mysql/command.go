@@ -166,10 +166,8 @@ func (s *session) pipe(k int) error {
 	return nil
 }
 
+// clientReadError marks a failed read of the client's stream.
 func (s *session) clientReadError(err error) error {
-	if s.terminated.Load() {
-		return fmt.Errorf("%w: %w", errClientGone, err)
-	}
 	return fmt.Errorf("%w: %w", errClientGone, err)
 }
 
