@@ -298,3 +298,34 @@ func (p *Proxy) WaitSwitched(t testing.TB, timeout time.Duration) {
 		return cur != nil && len(p.Backend().Sessions.Behind(cur.N)) == 0 && p.Backend().Target().N == cur.N
 	})
 }
+
+// Alternate rotates the credential every interval between users[0] and
+// users[1], starting with users[1]: setPassword gives the next user a new
+// random password in the database, then the credential file gets it. stop
+// ends the rotations and returns how many ran.
+func (p *Proxy) Alternate(t testing.TB, interval time.Duration, users [2]string, setPassword func(user, password string)) (stop func() int) {
+	done := make(chan struct{})
+	count := make(chan int, 1)
+	go func() {
+		n := 0
+		defer func() { count <- n }()
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			next := users[(n+1)%2]
+			pw := "pw-" + Random(8)
+			setPassword(next, pw)
+			p.WriteCredential(t, next, pw)
+			n++
+		}
+	}()
+	return func() int {
+		close(done)
+		return <-count
+	}
+}

@@ -61,30 +61,11 @@ func TestSysbenchUnderAlternatingRotation(t *testing.T) {
 		t.Fatalf("sysbench prepare: %v\n%s", err, out)
 	}
 
-	done := make(chan struct{})
-	rotations := make(chan int, 1)
-	go func() {
-		users := [2]string{userA, userB}
-		n := 0
-		defer func() { rotations <- n }()
-		tick := time.NewTicker(500 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-			}
-			next := users[(n+1)%2]
-			pw := "pw-" + proxytest.Random(8)
-			m.Exec(t, fmt.Sprintf("ALTER USER '%s'@'%%' IDENTIFIED BY '%s'", next, pw))
-			p.WriteCredential(t, next, pw)
-			n++
-		}
-	}()
+	stop := p.Alternate(t, 500*time.Millisecond, [2]string{userA, userB}, func(user, pw string) {
+		m.Exec(t, fmt.Sprintf("ALTER USER '%s'@'%%' IDENTIFIED BY '%s'", user, pw))
+	})
 	out, err := exec.CommandContext(ctx, bin, append(args, "--threads=16", "--time=20", "--report-interval=0", "run")...).CombinedOutput()
-	close(done)
-	n := <-rotations
+	n := stop()
 	if err != nil {
 		t.Fatalf("sysbench run: %v\n%s", err, lastLines(string(out), 40))
 	}

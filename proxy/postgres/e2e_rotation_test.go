@@ -31,30 +31,11 @@ func TestPgbenchUnderAlternatingRotation(t *testing.T) {
 			}
 			pg.ExecIn(t, db, fmt.Sprintf("GRANT ALL ON ALL TABLES IN SCHEMA public TO %s", userB))
 
-			done := make(chan struct{})
-			rotations := make(chan int, 1)
-			go func() {
-				users := [2]string{userA, userB}
-				n := 0
-				defer func() { rotations <- n }()
-				tick := time.NewTicker(500 * time.Millisecond)
-				defer tick.Stop()
-				for {
-					select {
-					case <-done:
-						return
-					case <-tick.C:
-					}
-					next := users[(n+1)%2]
-					pw := "pw-" + proxytest.Random(8)
-					pg.Exec(t, fmt.Sprintf("ALTER ROLE %s PASSWORD '%s'", next, pw))
-					p.WriteCredential(t, next, pw)
-					n++
-				}
-			}()
+			stop := p.Alternate(t, 500*time.Millisecond, [2]string{userA, userB}, func(user, pw string) {
+				pg.Exec(t, fmt.Sprintf("ALTER ROLE %s PASSWORD '%s'", user, pw))
+			})
 			out, err := testenv.Command(ctx, bench, p.Env(db), "-c", "16", "-j", "2", "-T", "20", "-M", mode).CombinedOutput()
-			close(done)
-			n := <-rotations
+			n := stop()
 			if err != nil {
 				t.Fatalf("pgbench: %v\n%s", err, out)
 			}
