@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -288,26 +287,11 @@ func (m *MariaDB) start(ctx context.Context) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	setMariaDBDeathSignal(cmd.SysProcAttr)
 
-	started := make(chan error, 1)
-	done := make(chan struct{})
-	// As for postgres: the parent-death signal is tied to the OS thread that forks the child, so
-	// this goroutine starts the server from a locked thread and keeps it until the server exits.
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		err := cmd.Start()
-		logf.Close() // the child holds its own descriptor
-		started <- err
-		if err != nil {
-			return
-		}
-		m.waitErr = cmd.Wait()
-		close(done)
-	}()
-	if err := <-started; err != nil {
+	proc, done, err := startServer(cmd, logf, &m.waitErr)
+	if err != nil {
 		return fmt.Errorf("testenv: start mariadbd: %w", err)
 	}
-	m.proc, m.done = cmd.Process, done
+	m.proc, m.done = proc, done
 	_ = os.WriteFile(filepath.Join(m.baseDir, mariadbPidFile), []byte(strconv.Itoa(m.proc.Pid)), 0o644)
 	if err := m.waitReady(ctx); err != nil {
 		err = errors.Join(err, m.terminate())

@@ -257,27 +257,11 @@ func (p *Postgres) start(ctx context.Context) error {
 	cmd.SysProcAttr = p.account.sysProcAttr()
 	setParentDeathSignal(cmd.SysProcAttr)
 
-	started := make(chan error, 1)
-	done := make(chan struct{})
-	// The parent-death signal is tied to the OS thread that forks the child, not to the process:
-	// this goroutine locks a thread, starts the server from it and keeps it (unshared) until the
-	// server exits, so the signal fires only when the whole test binary dies.
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		err := cmd.Start()
-		logf.Close() // the child holds its own descriptor
-		started <- err
-		if err != nil {
-			return
-		}
-		p.waitErr = cmd.Wait()
-		close(done)
-	}()
-	if err := <-started; err != nil {
+	proc, done, err := startServer(cmd, logf, &p.waitErr)
+	if err != nil {
 		return fmt.Errorf("testenv: start postgres: %w", err)
 	}
-	p.proc, p.done = cmd.Process, done
+	p.proc, p.done = proc, done
 	if err := p.waitReady(ctx); err != nil {
 		err = errors.Join(err, p.terminate())
 		p.proc, p.done = nil, nil
@@ -427,6 +411,33 @@ func readPid(file string) (int, error) {
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
 	return strconv.Atoi(strings.TrimSpace(line))
+}
+
+// startServer starts cmd and closes logf (the child holds its own
+// descriptor). The parent-death signal in cmd.SysProcAttr is tied to the
+// OS thread that forks the child, not to the process: a goroutine locks a
+// thread, starts the server from it and keeps it (unshared) until the
+// server exits, so the signal fires only when the whole test binary dies.
+// When the server exits, *waitErr is set and done is closed.
+func startServer(cmd *exec.Cmd, logf *os.File, waitErr *error) (*os.Process, chan struct{}, error) {
+	started := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		err := cmd.Start()
+		logf.Close()
+		started <- err
+		if err != nil {
+			return
+		}
+		*waitErr = cmd.Wait()
+		close(done)
+	}()
+	if err := <-started; err != nil {
+		return nil, nil, err
+	}
+	return cmd.Process, done, nil
 }
 
 // logTail returns the last 30 lines of the log file path written after

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -192,26 +191,11 @@ func (v *Vault) start(ctx context.Context, logLevel string) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	setVaultDeathSignal(cmd.SysProcAttr)
 
-	started := make(chan error, 1)
-	done := make(chan struct{})
-	// As for postgres: the parent-death signal is tied to the OS thread that forks the child, so
-	// this goroutine starts the server from a locked thread and keeps it until the server exits.
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		err := cmd.Start()
-		logf.Close() // the child holds its own descriptor
-		started <- err
-		if err != nil {
-			return
-		}
-		v.waitErr = cmd.Wait()
-		close(done)
-	}()
-	if err := <-started; err != nil {
+	proc, done, err := startServer(cmd, logf, &v.waitErr)
+	if err != nil {
 		return fmt.Errorf("testenv: start vault: %w", err)
 	}
-	v.proc, v.done = cmd.Process, done
+	v.proc, v.done = proc, done
 	_ = os.WriteFile(filepath.Join(v.Dir, vaultPidFile), []byte(strconv.Itoa(v.proc.Pid)), 0o644)
 	if err := v.waitReady(ctx); err != nil {
 		err = errors.Join(err, v.terminate())
