@@ -103,7 +103,7 @@ func (d *drainer) run(ctx context.Context) {
 			d.check()
 		case s := <-d.nudges:
 			if d.b.Behind(s.Generation()) {
-				d.switchOne(ctx, s, d.b.Target())
+				d.switchNudged(ctx, s)
 			}
 			d.check()
 		case <-retry.C:
@@ -203,6 +203,7 @@ func (d *drainer) warm(ctx context.Context, gen *creds.Generation) int {
 			go func(s Session) {
 				defer wg.Done()
 				defer func() { <-sem }()
+				defer b.Recover(s, "warm")
 				c, err := s.DialSpare(ctx, gen)
 				if err != nil {
 					b.log.Warn("warming a backend connection failed", zap.Uint64("generation", gen.N), zap.Error(err))
@@ -240,10 +241,19 @@ func (d *drainer) switchAll(ctx context.Context, gen *creds.Generation, all bool
 		go func(s Session) {
 			defer wg.Done()
 			defer func() { <-sem }()
+			defer d.b.Recover(s, "drain")
 			d.switchOne(ctx, s, gen)
 		}(s)
 	}
 	wg.Wait()
+}
+
+// switchNudged switches a session that reached a safe point on its own,
+// on the controller's goroutine: a panic ends that session, not the
+// controller.
+func (d *drainer) switchNudged(ctx context.Context, s Session) {
+	defer d.b.Recover(s, "drain")
+	d.switchOne(ctx, s, d.b.Target())
 }
 
 func (d *drainer) switchOne(ctx context.Context, s Session, gen *creds.Generation) SwitchResult {
@@ -300,26 +310,32 @@ func (d *drainer) applyDeadline() {
 		return
 	}
 	for _, s := range d.b.Sessions.Behind(t.N) {
-		info := s.Info()
-		fields := []zap.Field{zap.Uint64("session", info.ID), zap.Uint64("generation", info.Generation),
-			zap.String("state", info.State), zap.String("pin_reason", info.PinReason)}
-		switch d.b.opts.OnDeadline {
-		case DeadlineClose:
-			d.b.log.Warn("closing session still on a replaced credential after the drain deadline", fields...)
-			s.Terminate(Errorf(CodeDrainDeadline, nil,
-				"terminating connection: it held state that could not be moved to the rotated database credential before the drain deadline"))
-			d.b.CountSwitch(SwitchFailed, 0)
-			d.mu.Lock()
-			d.st.Results["deadline_closed"]++
-			d.mu.Unlock()
-		default:
-			d.mu.Lock()
-			first := !d.warned[info.ID]
-			d.warned[info.ID] = true
-			d.mu.Unlock()
-			if first {
-				d.b.log.Warn("session stays on a replaced credential past the drain deadline (on_deadline: keep)", fields...)
-			}
+		d.deadlineOne(s)
+	}
+}
+
+// deadlineOne applies the deadline policy to one session behind the target.
+func (d *drainer) deadlineOne(s Session) {
+	defer d.b.Recover(s, "deadline")
+	info := s.Info()
+	fields := []zap.Field{zap.Uint64("session", info.ID), zap.Uint64("generation", info.Generation),
+		zap.String("state", info.State), zap.String("pin_reason", info.PinReason)}
+	switch d.b.opts.OnDeadline {
+	case DeadlineClose:
+		d.b.log.Warn("closing session still on a replaced credential after the drain deadline", fields...)
+		s.Terminate(Errorf(CodeDrainDeadline, nil,
+			"terminating connection: it held state that could not be moved to the rotated database credential before the drain deadline"))
+		d.b.CountSwitch(SwitchFailed, 0)
+		d.mu.Lock()
+		d.st.Results["deadline_closed"]++
+		d.mu.Unlock()
+	default:
+		d.mu.Lock()
+		first := !d.warned[info.ID]
+		d.warned[info.ID] = true
+		d.mu.Unlock()
+		if first {
+			d.b.log.Warn("session stays on a replaced credential past the drain deadline (on_deadline: keep)", fields...)
 		}
 	}
 }
@@ -347,6 +363,7 @@ func (d *drainer) drainNow(ctx context.Context) map[string]int {
 		go func(s Session) {
 			defer wg.Done()
 			defer func() { <-sem }()
+			defer d.b.Recover(s, "drain")
 			res := d.switchOne(ctx, s, cur)
 			mu.Lock()
 			out[res.String()]++

@@ -18,6 +18,7 @@ type Metrics struct {
 	switches            *prometheus.CounterVec
 	backendAuthFailures *prometheus.CounterVec
 	switchSeconds       *prometheus.HistogramVec
+	sessionPanics       *prometheus.CounterVec
 
 	mu       sync.Mutex
 	backends []*Backend
@@ -48,9 +49,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time a completed switch took: capturing the session's state, replaying it on a new connection, retiring the old one.",
 			Buckets: []float64{.00025, .0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"backend"}),
+		sessionPanics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "session_panics_total",
+			Help: "Panics recovered in goroutines working for a session; each ended only that session (the log has the stack).",
+		}, []string{"backend"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.clientAuthFailures, m.clientErrors, m.switches, m.backendAuthFailures, m.switchSeconds, (*collector)(m))
+		reg.MustRegister(m.clientAuthFailures, m.clientErrors, m.switches, m.backendAuthFailures, m.switchSeconds,
+			m.sessionPanics, (*collector)(m))
 	}
 	return m
 }
@@ -62,6 +68,7 @@ type backendMetrics struct {
 	switches            *prometheus.CounterVec
 	backendAuthFailures prometheus.Counter
 	switchSeconds       prometheus.Observer
+	sessionPanics       prometheus.Counter
 }
 
 func (m *Metrics) forBackend(name string) *backendMetrics {
@@ -72,6 +79,7 @@ func (m *Metrics) forBackend(name string) *backendMetrics {
 		switches:            m.switches.MustCurryWith(l),
 		backendAuthFailures: m.backendAuthFailures.With(l),
 		switchSeconds:       m.switchSeconds.With(l),
+		sessionPanics:       m.sessionPanics.With(l),
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"runtime/debug"
 	"sync"
 	"time"
 
@@ -89,8 +88,7 @@ func (s *Server) serve(conn net.Conn) {
 	defer s.untrack(conn)
 	defer func() {
 		if r := recover(); r != nil {
-			s.Backend.Logger().Error("panic serving a client connection; connection closed",
-				zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			s.Backend.RecordPanic(0, "client connection", r)
 			conn.Close()
 		}
 	}()
