@@ -432,6 +432,17 @@ func (a *App) Backend(name string) *proxy.Backend {
 	return nil
 }
 
+// Handler returns the protocol handler serving the backend named name, or
+// nil: a *postgres.Handler or a *mysql.Handler.
+func (a *App) Handler(name string) proxy.Handler {
+	for _, b := range a.backends {
+		if b.cfg.Name == name {
+			return b.server.Handler
+		}
+	}
+	return nil
+}
+
 // ListenAddr returns the address the backend named name listens on.
 func (a *App) ListenAddr(name string) string {
 	for _, b := range a.backends {

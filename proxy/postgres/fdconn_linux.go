@@ -168,3 +168,17 @@ func (c *fdConn) peekHealthy() bool {
 	_, _, err := unix.Recvfrom(c.fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 	return err == unix.EAGAIN
 }
+
+// netConn hands the socket back to Go's netpoller, for a session relayed
+// by goroutines: fdConn's deadlines cannot interrupt a read already
+// waiting, and pausing that session's backend reader for a switch relies
+// on exactly that. c is closed; the returned connection owns the socket.
+func (c *fdConn) netConn() (net.Conn, error) {
+	if !c.closed.CompareAndSwap(false, true) {
+		return nil, net.ErrClosed
+	}
+	f := os.NewFile(uintptr(c.fd), "tcp")
+	nc, err := net.FileConn(f) // duplicates the descriptor
+	f.Close()
+	return nc, err
+}

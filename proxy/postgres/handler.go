@@ -83,6 +83,28 @@ type Handler struct {
 
 	cancelMu sync.Mutex
 	cancels  map[uint32]*session
+
+	// faultHook is nil except in tests (SetFaultHook).
+	faultHook atomic.Pointer[func(point string)]
+}
+
+// SetFaultHook installs f, called at named points of every switch
+// ("capture", "replay") on the goroutine doing it. Tests use it to make a
+// switch fail or panic and check that only that session is affected;
+// nothing else sets it. nil removes it.
+func (h *Handler) SetFaultHook(f func(point string)) {
+	if f == nil {
+		h.faultHook.Store(nil)
+		return
+	}
+	h.faultHook.Store(&f)
+}
+
+// fault calls the fault hook, if any.
+func (h *Handler) fault(point string) {
+	if f := h.faultHook.Load(); f != nil {
+		(*f)(point)
+	}
 }
 
 var _ proxy.Handler = (*Handler)(nil)
@@ -258,23 +280,24 @@ func (h *Handler) ServeConn(ctx context.Context, conn net.Conn) {
 	out = appendMsg(out, &pgproto3.BackendKeyData{ProcessID: s.cancelPID, SecretKey: secret[:]})
 	out = appendMsg(out, &pgproto3.ReadyForQuery{TxStatus: 'I'})
 	if _, err := conn.Write(out); err != nil {
-		h.unregister(s)
-		h.b.Release()
+		s.releaseSlot()
 		be.Close()
 		return
 	}
 	s.log().Debug("session started", zap.Uint64("generation", be.gen))
-	if tc, ok := conn.(*net.TCPConn); ok && h.loops != nil {
-		if _, plain := be.conn.(*fdConn); plain {
-			fc, err := detachTCP(tc)
-			if err != nil {
-				s.finish(false, err)
-				return
-			}
-			s.client = fc
-			s.startLoop(h.loops.pick())
+	if tc, ok := conn.(*net.TCPConn); ok && h.loops != nil && be.forLoop() {
+		fc, err := detachTCP(tc)
+		if err != nil {
+			s.finish(false, err)
 			return
 		}
+		s.client = fc
+		s.startLoop(h.loops.pick())
+		return
+	}
+	if err := be.forGoroutines(); err != nil {
+		s.finish(false, err)
+		return
 	}
 	s.run(ctx)
 }

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/credswap/credswap/proxy"
 	"github.com/credswap/credswap/proxy/internal/relaybuf"
 )
 
@@ -66,7 +67,7 @@ type relayLoop struct {
 	log  *zap.Logger
 
 	mu      sync.Mutex
-	queue   []func()
+	queue   []posted
 	stopped bool
 	done    chan struct{}
 
@@ -108,14 +109,21 @@ func newRelayLoop(log *zap.Logger) (*relayLoop, error) {
 	}, nil
 }
 
-// post runs f on the loop goroutine. It reports false if the loop stopped.
-func (l *relayLoop) post(f func()) bool {
+// posted is a function to run on the loop goroutine for session s.
+type posted struct {
+	s *session
+	f func()
+}
+
+// post runs f on the loop goroutine; a panic in f ends session s if it is
+// attached. It reports false if the loop stopped.
+func (l *relayLoop) post(s *session, f func()) bool {
 	l.mu.Lock()
 	if l.stopped {
 		l.mu.Unlock()
 		return false
 	}
-	l.queue = append(l.queue, f)
+	l.queue = append(l.queue, posted{s, f})
 	l.mu.Unlock()
 	var one = [8]byte{1}
 	unix.Write(l.evfd, one[:])
@@ -187,8 +195,8 @@ func (l *relayLoop) runQueue() bool {
 	l.queue = nil
 	stopped := l.stopped
 	l.mu.Unlock()
-	for _, f := range q {
-		l.safely(nil, f)
+	for _, p := range q {
+		l.safely(p.s, p.f)
 	}
 	return !stopped
 }
@@ -196,27 +204,32 @@ func (l *relayLoop) runQueue() bool {
 // safely runs f, turning a panic into the end of session s (if any) so
 // that one connection cannot take the loop and its other sessions down.
 func (l *relayLoop) safely(s *session, f func()) {
-	defer func() {
-		if r := recover(); r != nil {
-			l.log.Error("panic in relay loop; session closed", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
-			if s != nil && s.attached {
-				l.end(s, false, fmt.Errorf("internal error: %v", r))
-			}
-		}
-	}()
+	defer l.recoverSession(s)
 	f()
+}
+
+// recoverSession, deferred directly, ends session s after a panic on the
+// loop goroutine if the loop owns it (attached); a detached session
+// belongs to the goroutine that detached it.
+func (l *relayLoop) recoverSession(s *session) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	if s == nil {
+		l.log.Error("panic in relay loop", zap.String("panic", fmt.Sprint(r)), zap.ByteString("stack", debug.Stack()))
+		return
+	}
+	s.h.b.RecordPanic(s.id, "relay loop", r)
+	s.readerFailed.Store(true)
+	if s.attached {
+		l.end(s, false, proxy.ErrInternalSession)
+	}
 }
 
 func (l *relayLoop) handle(ep *endpoint, events uint32) {
 	s := ep.s
-	defer func() {
-		if r := recover(); r != nil {
-			l.log.Error("panic in relay loop; session closed", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
-			if s.attached {
-				l.end(s, false, fmt.Errorf("internal error: %v", r))
-			}
-		}
-	}()
+	defer l.recoverSession(s)
 	if events&unix.EPOLLOUT != 0 && ep.out {
 		s.flushPending(l, ep)
 		if !s.attached {

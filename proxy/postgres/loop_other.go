@@ -35,6 +35,8 @@ type fdConn struct{ net.Conn }
 
 func (*fdConn) peekHealthy() bool { return true }
 
+func (c *fdConn) netConn() (net.Conn, error) { return c.Conn, nil }
+
 func detachTCP(*net.TCPConn) (*fdConn, error) { return nil, errors.New("relay loops need Linux") }
 
 func (s *session) startLoop(*relayLoop) { panic("relay loops need Linux") }

@@ -258,6 +258,39 @@ func (c *serverConn) Close() error {
 	return err
 }
 
+// forLoop makes the connection's socket one a relay loop can own (an
+// fdConn), or reports false if it cannot be (TLS).
+func (c *serverConn) forLoop() bool {
+	switch conn := c.conn.(type) {
+	case *fdConn:
+		return true
+	case *net.TCPConn:
+		fc, err := detachTCP(conn)
+		if err != nil {
+			return false
+		}
+		c.conn = fc
+		return true
+	}
+	return false
+}
+
+// forGoroutines makes the connection's socket one whose blocked reads a
+// deadline interrupts (a netpoller connection), as the goroutine relay
+// needs to pause its backend reader.
+func (c *serverConn) forGoroutines() error {
+	fc, ok := c.conn.(*fdConn)
+	if !ok {
+		return nil
+	}
+	nc, err := fc.netConn()
+	if err != nil {
+		return err
+	}
+	c.conn = nc
+	return nil
+}
+
 // write sends p in full.
 func (c *serverConn) write(p []byte) error {
 	_, err := c.conn.Write(p)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -29,6 +30,9 @@ var (
 
 // maxCustomSettings bounds the custom setting names one session remembers.
 const maxCustomSettings = 256
+
+// errTerminated stops the client reader of a session that was terminated.
+var errTerminated = errors.New("session terminated")
 
 // aLongTimeAgo is a deadline in the past, used to interrupt a blocked read.
 var aLongTimeAgo = time.Unix(1, 0)
@@ -104,6 +108,10 @@ type session struct {
 	target      atomic.Pointer[cancelTarget]
 	pin         atomic.Pointer[pinState]
 	terminated  atomic.Bool
+	// finished is set by the first finish; released once the client slot
+	// and registry entry are given back.
+	finished atomic.Bool
+	released atomic.Bool
 	// readerFailed is set when the backend reader ended on its own (the
 	// backend or the client failed); the backend connection may then be
 	// mid-message and is never reused.
@@ -228,8 +236,54 @@ func (s *session) safePoint() bool {
 func (s *session) run(ctx context.Context) {
 	go s.backendLoop(s.be)
 	s.h.b.Sessions.Add(s) // the relay runs: the drain controller may see it
-	clean, err := s.clientLoop(ctx)
+	clean, err := s.relayClient(ctx)
 	s.finish(clean, err)
+}
+
+// relayClient runs clientLoop; a panic ends the session with an internal
+// error instead of leaving it registered without a reader.
+func (s *session) relayClient(ctx context.Context) (clean bool, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.h.b.RecordPanic(s.id, "client reader", r)
+			s.readerFailed.Store(true)
+			clean, err = false, proxy.ErrInternalSession
+		}
+	}()
+	return s.clientLoop(ctx)
+}
+
+// recoverSwitch, deferred directly by a switch while it holds mu, turns a
+// panic into a failed switch that ends the session: the backend
+// connection may be mid-exchange and is never used again. A session in a
+// loop is finished when it is reattached; one relayed by goroutines is
+// told and closed now.
+func (s *session) recoverSwitch(res *proxy.SwitchResult, err *error) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	s.h.b.RecordPanic(s.id, "switch", r)
+	*res, *err = proxy.SwitchFailed, fmt.Errorf("internal error during the switch: %v", r)
+	s.readerFailed.Store(true)
+	if s.lp != nil {
+		if s.terminated.CompareAndSwap(false, true) {
+			s.termErr.Store(proxy.ErrInternalSession)
+			s.h.b.CountClientError(proxy.CodeInternal)
+		}
+		return
+	}
+	s.Terminate(proxy.ErrInternalSession)
+}
+
+// recoverDetached, deferred directly by a goroutine that owns a session
+// detached from its loop, finishes the session after a panic.
+func (s *session) recoverDetached(where string) {
+	if r := recover(); r != nil {
+		s.h.b.RecordPanic(s.id, where, r)
+		s.readerFailed.Store(true)
+		s.finish(false, proxy.ErrInternalSession)
+	}
 }
 
 // clientLoop forwards client messages to the backend until the client
@@ -243,16 +297,7 @@ func (s *session) clientLoop(ctx context.Context) (clean bool, err error) {
 		if err := s.crd.Fill(&s.cbuf); err != nil {
 			return errors.Is(err, io.EOF), err
 		}
-		s.mu.Lock()
-		if s.h.b.Behind(s.gen.Load()) && s.safePoint() {
-			s.switchLocked(ctx, s.h.b.Target())
-		}
-		fwd, need, stop, scanErr := scanFrames(&s.cfs, s.cbuf.B[:s.cbuf.N], s.h.maxBody, clientWant, s)
-		var werr error
-		if fwd > 0 {
-			werr = s.be.write(s.cbuf.B[:fwd])
-		}
-		s.mu.Unlock()
+		fwd, need, stop, scanErr, werr := s.forwardClientBatch(ctx)
 		s.cbuf.Consume(fwd)
 		switch {
 		case scanErr != nil:
@@ -266,6 +311,24 @@ func (s *session) clientLoop(ctx context.Context) (clean bool, err error) {
 			s.cbuf.Grow(need)
 		}
 	}
+}
+
+// forwardClientBatch switches first if the session is behind and at a
+// safe point, then forwards the whole messages in cbuf, holding mu.
+func (s *session) forwardClientBatch(ctx context.Context) (fwd, need int, stop bool, scanErr, werr error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.h.b.Behind(s.gen.Load()) && s.safePoint() {
+		s.switchLocked(ctx, s.h.b.Target())
+		if s.terminated.Load() { // the switch failed beyond repair
+			return 0, 0, false, nil, errTerminated
+		}
+	}
+	fwd, need, stop, scanErr = scanFrames(&s.cfs, s.cbuf.B[:s.cbuf.N], s.h.maxBody, clientWant, s)
+	if fwd > 0 {
+		werr = s.be.write(s.cbuf.B[:fwd])
+	}
+	return fwd, need, stop, scanErr, werr
 }
 
 // clientScanError turns a framing error in the client's stream into the
@@ -385,6 +448,13 @@ func (v *serverVisitor) visit(typ byte, n int, body []byte) (bool, error) {
 // connection it is given back; nil ends it.
 func (s *session) backendLoop(be *serverConn) {
 	defer close(s.g2done)
+	defer func() {
+		if r := recover(); r != nil {
+			s.h.b.RecordPanic(s.id, "backend reader", r)
+			s.readerFailed.Store(true)
+			s.Terminate(proxy.ErrInternalSession)
+		}
+	}()
 	pool := &s.h.bufs
 	rd := relaybuf.NewReader(be.conn, pool)
 	v := serverVisitor{s: s, be: be}
@@ -504,6 +574,17 @@ func (s *session) stopReader() {
 // pool if the client left cleanly at a safe point with a current
 // connection, and is closed otherwise.
 func (s *session) finish(clean bool, cause error) {
+	if !s.finished.CompareAndSwap(false, true) {
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			s.h.b.RecordPanic(s.id, "finish", r)
+			s.client.Close()
+			s.be.Close()
+			s.releaseSlot()
+		}
+	}()
 	var pe *proxy.Error
 	atBoundary := func() bool {
 		if s.lp != nil {
@@ -543,8 +624,7 @@ func (s *session) finish(clean bool, cause error) {
 	reuse := clean && !s.terminated.Load() && !s.readerFailed.Load() && s.safePoint() && cur != nil && be.gen == cur.N &&
 		len(s.cpend) == 0 && len(s.scarry) == 0
 	s.mu.Unlock()
-	s.h.unregister(s)
-	s.h.b.Release()
+	s.releaseSlot()
 	s.cbuf.N = 0
 	s.cbuf.Release(&s.h.bufs)
 
@@ -560,4 +640,12 @@ func (s *session) finish(clean bool, cause error) {
 		}
 	}
 	be.Close()
+}
+
+// releaseSlot unregisters the session and gives back its client slot, once.
+func (s *session) releaseSlot() {
+	if s.released.CompareAndSwap(false, true) {
+		s.h.unregister(s)
+		s.h.b.Release()
+	}
 }

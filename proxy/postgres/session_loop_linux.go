@@ -23,7 +23,7 @@ func (s *session) startLoop(l *relayLoop) {
 	s.lp = l
 	s.sv = serverVisitor{s: s, be: s.be}
 	s.h.b.Sessions.Add(s) // the relay mode is settled: the drain controller may see it
-	if !l.post(func() {
+	if !l.post(s, func() {
 		if err := l.attach(s); err != nil {
 			go s.finish(false, err)
 		}
@@ -235,17 +235,23 @@ func writeSome(fd int, p []byte) (int, error) {
 // loopSwitch runs on its own goroutine with the session detached from its
 // loop: it moves the session to gen and hands it back to the loop, which
 // then forwards any batch the client sent meanwhile.
-func (s *session) loopSwitch(gen *creds.Generation) (proxy.SwitchResult, error) {
+func (s *session) loopSwitch(gen *creds.Generation) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.h.b.ConnectTimeout())
 	defer cancel()
-	s.mu.Lock()
-	res, err := proxy.SwitchBusy, error(nil)
-	if !s.terminated.Load() {
-		res, err = s.performSwitch(ctx, gen)
-	}
-	s.mu.Unlock()
+	s.switchDetached(ctx, gen)
 	s.reattach()
-	return res, err
+}
+
+// switchDetached runs a switch of a session detached from its loop. A
+// panic ends the session (reattach finishes it) and nothing else.
+func (s *session) switchDetached(ctx context.Context, gen *creds.Generation) (res proxy.SwitchResult, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer s.recoverSwitch(&res, &err)
+	if s.terminated.Load() {
+		return proxy.SwitchBusy, nil
+	}
+	return s.performSwitch(ctx, gen)
 }
 
 // reattach gives a detached session back to its loop, or finishes it if it
@@ -257,7 +263,7 @@ func (s *session) reattach() {
 		return
 	}
 	s.sv.be = s.be
-	if !l.post(func() {
+	if !l.post(s, func() {
 		if err := l.attach(s); err != nil {
 			go s.finish(false, err)
 			return
@@ -278,7 +284,7 @@ func (s *session) loopSwitchRequest(ctx context.Context, gen *creds.Generation) 
 		res      proxy.SwitchResult
 	}
 	ch := make(chan answer, 1)
-	if !s.lp.post(func() {
+	if !s.lp.post(s, func() {
 		switch {
 		case !s.attached || s.terminated.Load():
 			ch <- answer{res: proxy.SwitchBusy}
@@ -302,6 +308,7 @@ func (s *session) loopSwitchRequest(ctx context.Context, gen *creds.Generation) 
 		// The loop answers anyway; a detached session must be taken over.
 		go func() {
 			if a := <-ch; a.detached {
+				defer s.recoverDetached("reattach")
 				s.reattach()
 			}
 		}()
@@ -310,12 +317,7 @@ func (s *session) loopSwitchRequest(ctx context.Context, gen *creds.Generation) 
 	if !a.detached {
 		return a.res, nil
 	}
-	s.mu.Lock()
-	res, err := proxy.SwitchBusy, error(nil)
-	if !s.terminated.Load() {
-		res, err = s.performSwitch(ctx, gen)
-	}
-	s.mu.Unlock()
+	res, err := s.switchDetached(ctx, gen)
 	s.reattach()
 	return res, err
 }
@@ -323,7 +325,7 @@ func (s *session) loopSwitchRequest(ctx context.Context, gen *creds.Generation) 
 // loopTerminate implements Terminate for a session in a relay loop.
 func (s *session) loopTerminate(e *proxy.Error) {
 	l := s.lp
-	if !l.post(func() {
+	if !l.post(s, func() {
 		if !s.attached {
 			return // a switch or finish in progress sees terminated
 		}

@@ -101,6 +101,7 @@ func (s *session) switchLocked(ctx context.Context, gen *creds.Generation) (res 
 		return proxy.SwitchFailed, errors.New("backend connection already closed")
 	}
 	defer func() { s.resumeReader(s.be) }()
+	defer s.recoverSwitch(&res, &err)
 	return s.performSwitch(ctx, gen)
 }
 
@@ -135,6 +136,7 @@ func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res
 		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 	}
+	s.h.fault("capture")
 	st, err := s.capture(ctx, old)
 	if err != nil {
 		return proxy.SwitchFailed, fmt.Errorf("capturing session state: %w", err)
@@ -156,9 +158,22 @@ func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res
 			return proxy.SwitchFailed, fmt.Errorf("connecting with generation %d: %w", gen.N, err)
 		}
 	}
+	adopted := false
+	defer func() {
+		if !adopted { // failed or panicked before the session took it
+			nb.Close()
+		}
+	}()
+	if s.lp != nil {
+		if !nb.forLoop() {
+			return proxy.SwitchFailed, errors.New("the new backend connection cannot be relayed by a loop")
+		}
+	} else if err := nb.forGoroutines(); err != nil {
+		return proxy.SwitchFailed, fmt.Errorf("preparing the new backend connection: %w", err)
+	}
+	s.h.fault("replay")
 	held, err := s.replay(ctx, nb, st)
 	if err != nil {
-		nb.Close()
 		return proxy.SwitchFailed, fmt.Errorf("replaying session state: %w", err)
 	}
 
@@ -189,6 +204,7 @@ func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res
 		}
 	}
 	s.be = nb
+	adopted = true
 	s.gen.Store(nb.gen)
 	s.target.Store(&cancelTarget{pid: nb.pid, secret: nb.secret})
 	s.log().Debug("session switched", zap.Uint64("generation", nb.gen), zap.Duration("took", time.Since(start)))
@@ -354,7 +370,10 @@ func (s *session) replay(ctx context.Context, nb *serverConn, st *sessionState) 
 			sql.WriteString("\n;")
 			continue
 		}
-		parses = appendFrontendMsg(parses, &pgproto3.Parse{Name: p.name, Query: p.statement, ParameterOIDs: p.oids})
+		var err error
+		if parses, err = appendParse(parses, p.name, p.statement, p.oids); err != nil {
+			return nil, err
+		}
 		nParse++
 	}
 	for _, ch := range st.channels {
@@ -399,6 +418,26 @@ func (s *session) replay(ctx context.Context, nb *serverConn, st *sessionState) 
 		}
 	}
 	return held, nil
+}
+
+// maxParseParams is the most parameter types a Parse message can list
+// (an Int16 count). PostgreSQL accepts statements with more parameters
+// when the client lists fewer types and lets it infer the rest.
+const maxParseParams = 1<<16 - 1
+
+// appendParse appends a Parse re-creating a named statement. Its
+// parameter types are the ones PostgreSQL reported for the original: all
+// of them, or, past what a Parse can list, the first 65,535, from which
+// PostgreSQL infers the rest again exactly as it did the first time.
+func appendParse(dst []byte, name, query string, oids []uint32) ([]byte, error) {
+	if len(oids) > maxParseParams {
+		oids = oids[:maxParseParams]
+	}
+	out, err := (&pgproto3.Parse{Name: name, Query: query, ParameterOIDs: oids}).Encode(dst)
+	if err != nil {
+		return dst, fmt.Errorf("statement %q cannot be prepared again: %w", name, err)
+	}
+	return out, nil
 }
 
 // retire stops the old connection listening (if it was) and returns the

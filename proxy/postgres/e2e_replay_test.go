@@ -1,0 +1,251 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/credswap/credswap/internal/proxytest"
+	"github.com/credswap/credswap/internal/testenv"
+	"github.com/credswap/credswap/proxy/postgres"
+)
+
+// arrayOfParams is a query using parameters $1…$n, each cast to int so
+// that PostgreSQL can infer every type without the client naming any.
+func arrayOfParams(n int) string {
+	var b strings.Builder
+	b.Grow(n * 10)
+	b.WriteString("SELECT pg_catalog.array_length(ARRAY[")
+	for i := 1; i <= n; i++ {
+		if i > 1 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "$%d::int", i)
+	}
+	b.WriteString("], 1)")
+	return b.String()
+}
+
+// TestSwitchStatementsAtProtocolLimits prepares statements with as many
+// parameters as a Parse can list (65,535) and more (65,536, which
+// PostgreSQL accepts when the client names no types), named and unnamed,
+// and moves the session twice. A replay that tried to list 65,536 types
+// in a Parse used to panic and take the whole process down.
+func TestSwitchStatementsAtProtocolLimits(t *testing.T) {
+	pg := testenv.PG(t)
+	db, userA, passA, userB, passB := twoUsers(t, pg)
+	p := proxytest.Start(t, pg, userA, passA)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+
+	type stmtCase struct{ name, sql string }
+	var cases []stmtCase
+	for _, n := range []int{65535, 65536} {
+		cases = append(cases, stmtCase{"p" + strconv.Itoa(n), arrayOfParams(n)})
+	}
+	c := p.Connect(t, db)
+	pc := c.PgConn()
+	for _, sc := range cases {
+		sd, err := pc.Prepare(ctx, sc.name, sc.sql, nil)
+		if err != nil {
+			t.Fatalf("prepare %s: %v", sc.name, err)
+		}
+		if want, _ := strconv.Atoi(sc.name[1:]); len(sd.ParamOIDs) != want {
+			t.Fatalf("%s: %d parameters, want %d", sc.name, len(sd.ParamOIDs), want)
+		}
+	}
+	// The unnamed statement with 65,536 parameters stays alive across a Sync.
+	if _, err := pc.Prepare(ctx, "", arrayOfParams(65536), nil); err != nil {
+		t.Fatalf("prepare unnamed: %v", err)
+	}
+	// Another session proves the process survives the switches.
+	other := p.Connect(t, db)
+	if n := p.Status(t).Backends[0].Sessions.Total; n != 2 {
+		t.Fatalf("status lists %d sessions, want 2", n)
+	}
+
+	users := [2][2]string{{userB, passB}, {userA, passA}}
+	for i := range 2 {
+		u := users[i%2]
+		p.RotateTo(t, u[0], u[1])
+		p.WaitSwitched(t, 30*time.Second)
+		for name, conn := range map[string]*pgx.Conn{"prepared": c, "other": other} {
+			var who string
+			if err := conn.QueryRow(ctx, "SELECT session_user", pgx.QueryExecModeSimpleProtocol).Scan(&who); err != nil || who != u[0] {
+				t.Fatalf("rotation %d: %s session runs as %q (%v), want %s", i+1, name, who, err, u[0])
+			}
+		}
+		// pgx's simple-protocol query above destroyed the unnamed
+		// statement; the named ones must all be there, with their types.
+		rr := pc.ExecParams(ctx, "SELECT name, pg_catalog.array_length(parameter_types, 1) FROM pg_prepared_statements ORDER BY name",
+			nil, nil, nil, nil).Read()
+		if rr.Err != nil {
+			t.Fatal(rr.Err)
+		}
+		got := map[string]string{}
+		for _, r := range rr.Rows {
+			got[string(r[0])] = string(r[1])
+		}
+		for _, sc := range cases {
+			if got[sc.name] != sc.name[1:] {
+				t.Fatalf("rotation %d: statement %s has %q parameter types; all statements: %v", i+1, sc.name, got[sc.name], got)
+			}
+		}
+		// A statement with 65,535 parameters can still be executed.
+		args := make([][]byte, 65535)
+		for j := range args {
+			args[j] = []byte("1")
+		}
+		res := pc.ExecPrepared(ctx, "p65535", args, nil, nil).Read()
+		if res.Err != nil || len(res.Rows) != 1 || string(res.Rows[0][0]) != "65535" {
+			t.Fatalf("rotation %d: executing p65535: %v %q", i+1, res.Err, res.Rows)
+		}
+		if _, err := pc.Prepare(ctx, "", arrayOfParams(65536), nil); err != nil {
+			t.Fatalf("prepare unnamed again: %v", err)
+		}
+	}
+	if m := scrape(t, p); !strings.Contains(m, `credswap_session_switches_total{backend="pg",result="ok"}`) ||
+		strings.Contains(m, `credswap_session_switches_total{backend="pg",result="failed"}`) {
+		t.Fatalf("switch metrics:\n%s", grep(m, "session_switches_total"))
+	}
+}
+
+// TestSessionAlwaysRegistered checks that a session is listed in the
+// status, in the database and in a drain whatever it prepared: a session
+// that prepared a statement with 65,536 parameters was once invisible.
+func TestSessionAlwaysRegistered(t *testing.T) {
+	pg := testenv.PG(t)
+	db, userA, passA, userB, passB := twoUsers(t, pg)
+	p := proxytest.Start(t, pg, userA, passA)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := p.Connect(t, db)
+	if _, err := c.PgConn().Prepare(ctx, "big", arrayOfParams(65536), nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := p.Status(t).Backends[0].Sessions.Total; n != 1 {
+		t.Fatalf("status lists %d sessions, want 1", n)
+	}
+	admin := pg.Connect(t, db)
+	var n int
+	if err := admin.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND usename = $1", userA).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("client backends of %s: %d (%v), want 1", userA, n, err)
+	}
+	p.RotateTo(t, userB, passB)
+	p.WaitSwitched(t, 30*time.Second)
+	var who string
+	if err := c.QueryRow(ctx, "SELECT session_user", pgx.QueryExecModeSimpleProtocol).Scan(&who); err != nil || who != userB {
+		t.Fatalf("after the rotation the session runs as %q (%v), want %s", who, err, userB)
+	}
+}
+
+// TestPanicInSwitchEndsOnlyThatSession makes the first switch panic, over
+// both relays: the session it happened in gets an internal error and is
+// closed, every other session moves, the proxy keeps serving, and the
+// panic is logged with its stack and counted.
+func TestPanicInSwitchEndsOnlyThatSession(t *testing.T) {
+	t.Run("loop relay", func(t *testing.T) { testPanicInSwitch(t, false) })
+	t.Run("goroutine relay over TLS", func(t *testing.T) { testPanicInSwitch(t, true) })
+}
+
+func testPanicInSwitch(t *testing.T, useTLS bool) {
+	pg := testenv.PG(t)
+	db, userA, passA, userB, passB := twoUsers(t, pg)
+	var opts []proxytest.Option
+	var ca *testenv.CA
+	if useTLS {
+		ca = testenv.TestCA(t)
+		opts = append(opts, withTLS(t, ca, false))
+	}
+	p := proxytest.Start(t, pg, userA, passA, opts...)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	open := func() *pgx.Conn {
+		if !useTLS {
+			return p.Connect(t, db)
+		}
+		c, err := connect(ctx, strings.Replace(p.ConnString(db), "sslmode=disable", "sslmode=verify-full", 1)+" host=localhost", ca.ClientTLSConfig("localhost"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(context.Background()) })
+		return c
+	}
+	conns := []*pgx.Conn{open(), open(), open()}
+	var fired atomic.Bool
+	h := p.App.Handler("pg").(*postgres.Handler)
+	h.SetFaultHook(func(point string) {
+		if point == "replay" && fired.CompareAndSwap(false, true) {
+			panic("injected fault in replay")
+		}
+	})
+	p.RotateTo(t, userB, passB)
+	p.WaitSwitched(t, 20*time.Second)
+
+	ended, moved := 0, 0
+	for _, c := range conns {
+		var who string
+		err := c.QueryRow(ctx, "SELECT session_user").Scan(&who)
+		switch {
+		case err == nil && who == userB:
+			moved++
+		case err != nil:
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && (pgErr.Code != "XX000" || !strings.Contains(pgErr.Message, "internal proxy error")) {
+				t.Errorf("ended session got %v, want XX000 internal proxy error", err)
+			}
+			ended++
+		default:
+			t.Errorf("session runs as %s", who)
+		}
+	}
+	if ended != 1 || moved != 2 {
+		t.Fatalf("%d sessions ended and %d moved; want 1 and 2", ended, moved)
+	}
+	if u := sessionUser(t, p, db); u != userB {
+		t.Fatalf("new session: %s", u)
+	}
+	if m := scrape(t, p); !strings.Contains(m, `credswap_session_panics_total{backend="pg"} 1`) {
+		t.Fatalf("panic metric:\n%s", grep(m, "panics"))
+	}
+	logs := p.Logs.String()
+	if !strings.Contains(logs, "panic in a session goroutine") || !strings.Contains(logs, "injected fault in replay") ||
+		!strings.Contains(logs, "performSwitch") {
+		t.Fatalf("the panic was not logged with its stack:\n%s", p.Logs.Tail(20))
+	}
+	proxytest.Eventually(t, 5*time.Second, "the ended session to leave the status", func() bool {
+		return p.Status(t).Backends[0].Sessions.Total == 2
+	})
+}
+
+// TestSwitchIdleTLSSession moves a TLS session that sends nothing during
+// the drain. Its backend reader, blocked on a socket the relay loops
+// could own, once could not be paused: the drain hung holding the
+// session, and so did the client's next query.
+func TestSwitchIdleTLSSession(t *testing.T) {
+	pg := testenv.PG(t)
+	db, userA, passA, userB, passB := twoUsers(t, pg)
+	ca := testenv.TestCA(t)
+	p := proxytest.Start(t, pg, userA, passA, withTLS(t, ca, true))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := connect(ctx, strings.Replace(p.ConnString(db), "sslmode=disable", "sslmode=verify-full", 1)+" host=localhost", ca.ClientTLSConfig("localhost"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	p.RotateTo(t, userB, passB)
+	p.WaitSwitched(t, 10*time.Second)
+	var who string
+	if err := c.QueryRow(ctx, "SELECT session_user").Scan(&who); err != nil || who != userB {
+		t.Fatalf("after the switch: %q %v", who, err)
+	}
+}
