@@ -249,3 +249,65 @@ func TestSwitchIdleTLSSession(t *testing.T) {
 		t.Fatalf("after the switch: %q %v", who, err)
 	}
 }
+
+// TestSwitchSQLPrepareKeepsItsText rotates three times a session that
+// changed a setting and ran SQL PREPAREs (as psql sends them: one
+// statement per Query). Replay used to send the PREPAREs in one query
+// string with set_config, which PostgreSQL then recorded as the
+// statement's text; the next capture found a multi-statement PREPARE and
+// pinned the session for good.
+func TestSwitchSQLPrepareKeepsItsText(t *testing.T) {
+	pg := testenv.PG(t)
+	db, userA, passA, userB, passB := twoUsers(t, pg)
+	p := proxytest.Start(t, pg, userA, passA)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := p.Connect(t, db)
+	simple := pgx.QueryExecModeSimpleProtocol
+	prepares := []string{
+		"PREPARE p(int) AS SELECT $1+1;",
+		"prepare   q AS select 'x;y' /* ; */ || $1::text",
+		"PREPARE r AS SELECT current_setting('work_mem')",
+	}
+	for _, q := range append([]string{"SET work_mem='5MB';"}, prepares...) {
+		if _, err := c.Exec(ctx, q, simple); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	want := map[string]string{"p": prepares[0], "q": prepares[1], "r": prepares[2]}
+	users := [2][2]string{{userB, passB}, {userA, passA}}
+	for i := range 3 {
+		u := users[i%2]
+		p.RotateTo(t, u[0], u[1])
+		p.WaitSwitched(t, 10*time.Second)
+		var who, wm, pv, qv string
+		if err := c.QueryRow(ctx, "SELECT session_user", simple).Scan(&who); err != nil || who != u[0] {
+			t.Fatalf("rotation %d: session_user %q (%v), want %s", i+1, who, err, u[0])
+		}
+		if err := c.QueryRow(ctx, "EXECUTE r", simple).Scan(&wm); err != nil || wm != "5MB" {
+			t.Fatalf("rotation %d: EXECUTE r = %q (%v)", i+1, wm, err)
+		}
+		if err := c.QueryRow(ctx, "EXECUTE p(41)", simple).Scan(&pv); err != nil || pv != "42" {
+			t.Fatalf("rotation %d: EXECUTE p = %q (%v)", i+1, pv, err)
+		}
+		if err := c.QueryRow(ctx, "EXECUTE q('z')", simple).Scan(&qv); err != nil || qv != "x;yz" {
+			t.Fatalf("rotation %d: EXECUTE q = %q (%v)", i+1, qv, err)
+		}
+		rows, err := c.Query(ctx, "SELECT name, statement FROM pg_prepared_statements", simple)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for rows.Next() {
+			var n, st string
+			rows.Scan(&n, &st)
+			got[n] = st
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("rotation %d: pg_prepared_statements\n got %q\nwant %q", i+1, got, want)
+		}
+		if st := p.Status(t).Backends[0]; len(st.PinnedSessions) != 0 {
+			t.Fatalf("rotation %d: pinned %+v", i+1, st.PinnedSessions)
+		}
+	}
+}

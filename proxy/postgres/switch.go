@@ -338,10 +338,11 @@ func (s *session) capture(ctx context.Context, c *serverConn) (*sessionState, er
 	return st, err
 }
 
-// replay restores st on nb in one round trip: settings and role, SQL
-// PREPAREs and LISTENs in one implicit transaction, then the protocol-level
-// statements, then the unnamed statement. It returns the notifications nb
-// delivered meanwhile, to be sent after the old connection's.
+// replay restores st on nb in one pipelined round trip: settings, role and
+// LISTENs in one query, each SQL PREPARE as a query of its own, then the
+// protocol-level statements; then the unnamed statement. It returns the
+// notifications nb delivered meanwhile, to be sent after the old
+// connection's.
 func (s *session) replay(ctx context.Context, nb *serverConn, st *sessionState) ([]byte, error) {
 	var sql strings.Builder
 	if len(st.settings) > 0 || st.role != "" {
@@ -362,12 +363,26 @@ func (s *session) replay(ctx context.Context, nb *serverConn, st *sessionState) 
 		}
 		sql.WriteString(";")
 	}
+	for _, ch := range st.channels {
+		sql.WriteString("LISTEN ")
+		sql.WriteString(QuoteIdent(ch))
+		sql.WriteString(";")
+	}
+	var req []byte
+	count := 0
+	if sql.Len() > 0 {
+		req = appendFrontendMsg(req, &pgproto3.Query{String: sql.String()})
+		count++
+	}
+	// Each SQL PREPARE is a query of its own, exactly as the client sent
+	// it: PostgreSQL records the whole query string as the statement's
+	// text, and a later capture must find the same single statement.
 	var parses []byte
 	nParse := 0
 	for _, p := range st.prepared {
 		if p.fromSQL {
-			sql.WriteString(p.statement)
-			sql.WriteString("\n;")
+			req = appendFrontendMsg(req, &pgproto3.Query{String: p.statement})
+			count++
 			continue
 		}
 		var err error
@@ -375,18 +390,6 @@ func (s *session) replay(ctx context.Context, nb *serverConn, st *sessionState) 
 			return nil, err
 		}
 		nParse++
-	}
-	for _, ch := range st.channels {
-		sql.WriteString("LISTEN ")
-		sql.WriteString(QuoteIdent(ch))
-		sql.WriteString(";")
-	}
-
-	var req []byte
-	count := 0
-	if sql.Len() > 0 {
-		req = appendFrontendMsg(req, &pgproto3.Query{String: sql.String()})
-		count++
 	}
 	if nParse > 0 {
 		req = append(req, parses...)
