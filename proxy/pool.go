@@ -31,6 +31,10 @@ type Pool struct {
 	idle   map[string][]idleConn // by PoolKey, most recently returned last
 	n      int
 	closed bool
+	// floor is the highest generation passed to CloseBelow: connections
+	// older than it are refused, so that a Put racing with CloseBelow
+	// cannot leave an old-generation connection behind.
+	floor uint64
 }
 
 type idleConn struct {
@@ -103,7 +107,7 @@ func (p *Pool) PutWarm(c PooledConn, minGen uint64) bool {
 func (p *Pool) put(c PooledConn, minGen uint64, warm bool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || c.Generation() < minGen || (!warm && p.n >= p.maxIdle) {
+	if p.closed || c.Generation() < max(minGen, p.floor) || (!warm && p.n >= p.maxIdle) {
 		return false
 	}
 	key := c.PoolKey()
@@ -113,8 +117,13 @@ func (p *Pool) put(c PooledConn, minGen uint64, warm bool) bool {
 }
 
 // CloseBelow closes every idle connection older than gen and returns how
-// many it closed.
+// many it closed. From then on the pool refuses connections older than gen,
+// whatever minGen a Put passes: "return to the pool" and "close everything
+// below gen" are atomic with respect to each other.
 func (p *Pool) CloseBelow(gen uint64) int {
+	p.mu.Lock()
+	p.floor = max(p.floor, gen)
+	p.mu.Unlock()
 	return p.closeWhere(time.Now(), func(ic idleConn, _ time.Time) bool { return ic.c.Generation() < gen })
 }
 

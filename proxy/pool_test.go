@@ -56,6 +56,25 @@ func TestPoolGenerationsAndLimits(t *testing.T) {
 	}
 }
 
+// TestPoolPutAfterCloseBelow is the race of a session returning its
+// connection (having read the current generation before a rotation) with
+// the drain closing older generations: the late Put must be refused.
+func TestPoolPutAfterCloseBelow(t *testing.T) {
+	p := NewPool(4, time.Minute)
+	p.CloseBelow(3)
+	late := &fakeConn{gen: 2, key: "db", healthy: true}
+	if p.Put(late, 2) || p.PutWarm(late, 2) {
+		t.Fatal("a generation-2 connection entered the pool after CloseBelow(3)")
+	}
+	if !p.Put(&fakeConn{gen: 3, key: "db", healthy: true}, 2) {
+		t.Fatal("a current connection was refused")
+	}
+	p.CloseBelow(1) // the floor never goes down
+	if p.Put(&fakeConn{gen: 2, key: "db", healthy: true}, 1) {
+		t.Fatal("the floor went down")
+	}
+}
+
 func TestPoolSkipsUnhealthyAndReaps(t *testing.T) {
 	p := NewPool(1, time.Millisecond)
 	sick := &fakeConn{gen: 1, key: "db"}
