@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/credswap/credswap/internal/proxytest"
 	"github.com/credswap/credswap/internal/testenv"
@@ -308,6 +309,91 @@ func TestSwitchSQLPrepareKeepsItsText(t *testing.T) {
 		}
 		if st := p.Status(t).Backends[0]; len(st.PinnedSessions) != 0 {
 			t.Fatalf("rotation %d: pinned %+v", i+1, st.PinnedSessions)
+		}
+	}
+}
+
+// TestBackendKeyDataIsAPostgresPID checks the process ID the proxy mints:
+// a client may pass it to pg_cancel_backend(int), which failed with 22003
+// for IDs above 2^31; and it must never name another backend process.
+func TestBackendKeyDataIsAPostgresPID(t *testing.T) {
+	p, db, _ := setup(t)
+	ctx := context.Background()
+	for range 20 {
+		c := p.Connect(t, db)
+		pid := c.PgConn().PID()
+		if pid <= 1<<22 || pid > 1<<31-1 {
+			t.Fatalf("BackendKeyData process ID %d is not above 2^22 and a positive int4", pid)
+		}
+		var ok bool
+		if err := c.QueryRow(ctx, "SELECT pg_cancel_backend($1)", int64(pid)).Scan(&ok); err != nil || ok {
+			t.Fatalf("pg_cancel_backend(%d) = %v, %v; want false and no error", pid, ok, err)
+		}
+		c.Close(ctx)
+	}
+}
+
+// TestParameterStatusNetChange rotates several times while a session is
+// idle: before its next result the client learns only the net change of
+// the reported parameters, not one message per switch.
+func TestParameterStatusNetChange(t *testing.T) {
+	pg := testenv.PG(t)
+	db, userA, passA, userB, passB := twoUsers(t, pg)
+	p := proxytest.Start(t, pg, userA, passA)
+	c := p.Connect(t, db)
+	hc, err := c.PgConn().Hijack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Conn.Close()
+	fe := hc.Frontend
+	users := [2][2]string{{userB, passB}, {userA, passA}}
+	round := 0
+	for _, switches := range []int{4, 3} {
+		for range switches {
+			u := users[round%2]
+			round++
+			p.RotateTo(t, u[0], u[1])
+			p.WaitSwitched(t, 10*time.Second)
+		}
+		want := users[(round-1)%2][0]
+		fe.Send(&pgproto3.Query{String: "SELECT session_user"})
+		if err := fe.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		var statuses []string
+		var who string
+		for {
+			hc.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			msg, err := fe.Receive()
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch m := msg.(type) {
+			case *pgproto3.ParameterStatus:
+				statuses = append(statuses, m.Name+"="+m.Value)
+			case *pgproto3.DataRow:
+				who = string(m.Values[0])
+			}
+			if _, ok := msg.(*pgproto3.ReadyForQuery); ok {
+				break
+			}
+		}
+		if who != want {
+			t.Fatalf("after %d switches the session runs as %s, want %s", switches, who, want)
+		}
+		var auth []string
+		for _, s := range statuses {
+			if strings.HasPrefix(s, "session_authorization=") {
+				auth = append(auth, s)
+			}
+		}
+		wantAuth := []string{"session_authorization=" + want}
+		if switches%2 == 0 {
+			wantAuth = nil
+		}
+		if fmt.Sprint(auth) != fmt.Sprint(wantAuth) {
+			t.Fatalf("after %d switches the client got %q, want %q (all: %q)", switches, auth, wantAuth, statuses)
 		}
 	}
 }

@@ -482,8 +482,8 @@ func (h *Handler) newSession(conn net.Conn, st *startup, be *serverConn) *sessio
 	for {
 		var b [8]byte
 		rand.Read(b[:])
-		pid := binary.BigEndian.Uint32(b[:4])
-		if _, taken := h.cancels[pid]; pid != 0 && !taken {
+		pid := minCancelPID + binary.BigEndian.Uint32(b[:4])%(1<<31-minCancelPID)
+		if _, taken := h.cancels[pid]; !taken {
 			s.cancelPID = pid
 			s.secret = binary.BigEndian.Uint32(b[4:])
 			h.cancels[pid] = s
@@ -493,6 +493,13 @@ func (h *Handler) newSession(conn net.Conn, st *startup, be *serverConn) *sessio
 	h.cancelMu.Unlock()
 	return s
 }
+
+// minCancelPID is the lowest process ID the proxy mints for BackendKeyData.
+// Minted IDs are positive int4 values, as a real PostgreSQL's are (clients
+// pass them to pg_cancel_backend(int)), and above Linux's largest process
+// ID (2^22), so that one passed to pg_terminate_backend on the database
+// can never name another client's backend process.
+const minCancelPID = 1<<22 + 1
 
 func (s *session) cancelSecret() uint32 { return s.secret }
 

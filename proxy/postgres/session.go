@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgproto3"
 	"go.uber.org/zap"
 
 	"github.com/credswap/credswap/creds"
@@ -96,6 +97,10 @@ type session struct {
 	lastQE       byte        // 'Q' or 'E', whichever the client sent last
 	syncsAfterQE int32       // Syncs forwarded since then
 	customGUCs   []string
+	// clientParams are the ParameterStatus values the client knew before
+	// the first of the switches since its last message; nil when the
+	// client is up to date. The net change is sent before its next batch.
+	clientParams map[string]string
 	unnamed      []byte // body of the last unnamed Parse; valid if hasUnnamed
 	hasUnnamed   bool
 	closing      bool
@@ -324,6 +329,14 @@ func (s *session) forwardClientBatch(ctx context.Context) (fwd, need int, stop b
 			return 0, 0, false, nil, errTerminated
 		}
 	}
+	if out := s.paramChanges(); len(out) > 0 {
+		s.wmu.Lock()
+		_, err := s.client.Write(out)
+		s.wmu.Unlock()
+		if err != nil {
+			return 0, 0, false, nil, errTerminated
+		}
+	}
 	fwd, need, stop, scanErr = scanFrames(&s.cfs, s.cbuf.B[:s.cbuf.N], s.h.maxBody, clientWant, s)
 	if fwd > 0 {
 		werr = s.be.write(s.cbuf.B[:fwd])
@@ -390,6 +403,26 @@ func (s *session) visit(typ byte, _ int, body []byte) (bool, error) {
 		s.ext = true
 	}
 	return false, nil
+}
+
+// paramChanges returns the ParameterStatus messages for the values that
+// differ between what the client knew before the switches since its last
+// message and what the current backend connection reports: the net
+// change, however many switches happened while the client was quiet.
+// Callers hold mu (or own the detached session) and send the result
+// before forwarding the client's next batch.
+func (s *session) paramChanges() []byte {
+	if s.clientParams == nil {
+		return nil
+	}
+	var out []byte
+	for k, v := range s.be.params {
+		if ov, ok := s.clientParams[k]; !ok || ov != v {
+			out = appendMsg(out, &pgproto3.ParameterStatus{Name: k, Value: v})
+		}
+	}
+	s.clientParams = nil
+	return out
 }
 
 func (s *session) addCustomSetting(name string) {

@@ -109,6 +109,9 @@ func (s *session) clientData(l *relayLoop, data []byte, trySwitch bool) {
 		go s.loopSwitch(s.h.b.Target())
 		return
 	}
+	if out := s.paramChanges(); len(out) > 0 && !s.send(l, &s.cep, &s.bep, &s.spend, out) {
+		return
+	}
 	fwd, need, stop, scanErr := scanFrames(&s.cfs, data, s.h.maxBody, clientWant, s)
 	if fwd > 0 && !s.send(l, &s.bep, &s.cep, &s.cpend, data[:fwd]) {
 		return

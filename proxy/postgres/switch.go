@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"time"
@@ -178,17 +179,17 @@ func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res
 	}
 
 	// The new connection is ready: deliver what the old one still has,
-	// then what arrived on the new one, then the changed parameters.
+	// then what arrived on the new one. The changed parameters wait for
+	// the client's next message (paramChanges), so that a client quiet
+	// through several switches learns only the net change.
 	out, err := s.retire(ctx, old, len(st.channels) > 0)
 	old.Close()
 	if err != nil {
 		s.log().Debug("retiring old backend connection", zap.Error(err))
 	}
 	out = append(out, held...)
-	for k, v := range nb.params {
-		if ov, ok := old.params[k]; !ok || ov != v {
-			out = appendMsg(out, &pgproto3.ParameterStatus{Name: k, Value: v})
-		}
+	if s.clientParams == nil {
+		s.clientParams = maps.Clone(old.params)
 	}
 	if len(out) > 0 {
 		s.wmu.Lock()
