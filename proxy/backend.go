@@ -355,6 +355,9 @@ type BackendStatus struct {
 	Sessions           SessionCounts    `json:"sessions"`
 	BackendConnections ConnectionCounts `json:"backend_connections"`
 	PinnedSessions     []SessionInfo    `json:"pinned_sessions"`
+	// SwitchFailing lists sessions whose last switch attempts failed, with
+	// the stage, the error and when they try again.
+	SwitchFailing []SessionInfo `json:"switch_failing"`
 	Drain              DrainStatus      `json:"drain"`
 }
 
@@ -389,6 +392,7 @@ func (b *Backend) Status() BackendStatus {
 			Idle:         b.Pool.Len(),
 		},
 		PinnedSessions: []SessionInfo{},
+		SwitchFailing:  []SessionInfo{},
 		Drain:          b.drain.status(),
 	}
 	if t := b.Target(); t != nil {
@@ -400,6 +404,9 @@ func (b *Backend) Status() BackendStatus {
 		st.Sessions.ByGeneration[strconv.FormatUint(info.Generation, 10)]++
 		if info.PinReason != "" {
 			st.PinnedSessions = append(st.PinnedSessions, info)
+		}
+		if info.SwitchFailure != nil {
+			st.SwitchFailing = append(st.SwitchFailing, info)
 		}
 	}
 	for gen, n := range b.Conns.Snapshot() {

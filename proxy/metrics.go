@@ -105,6 +105,9 @@ var (
 		"When the adopted backend credential expires (Unix time); absent when it does not expire.", []string{"backend"}, nil)
 	descPinned = prometheus.NewDesc(namespace+"_pinned_sessions",
 		"Sessions that cannot move to a newer credential, by reason.", []string{"backend", "reason"}, nil)
+	descSwitchFailing = prometheus.NewDesc(namespace+"_switch_failing_sessions",
+		"Sessions whose last switch attempts failed and that wait before the next, by the stage that failed (capture, connect, replay, internal).",
+		[]string{"backend", "stage"}, nil)
 	descAdoptFailures = prometheus.NewDesc(namespace+"_credential_adoption_failures_total",
 		"Failed reads of the credential source and failed test logins with a changed credential.", []string{"backend"}, nil)
 	descAdoptFailing = prometheus.NewDesc(namespace+"_credential_adoption_failing",
@@ -116,7 +119,7 @@ var (
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descClientSessions, descBackendConns, descIdleConns, descGeneration,
-		descExpiry, descPinned, descAdoptFailures, descAdoptFailing, descVerified} {
+		descExpiry, descPinned, descSwitchFailing, descAdoptFailures, descAdoptFailing, descVerified} {
 		ch <- d
 	}
 }
@@ -131,13 +134,21 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		sessions := b.Sessions.Snapshot()
 		ch <- prometheus.MustNewConstMetric(descClientSessions, prometheus.GaugeValue, float64(len(sessions)), name)
 		pinned := map[string]int{}
+		failing := map[string]int{}
 		for _, s := range sessions {
-			if r := s.Info().PinReason; r != "" {
+			info := s.Info()
+			if r := info.PinReason; r != "" {
 				pinned[r]++
+			}
+			if f := info.SwitchFailure; f != nil {
+				failing[f.Stage]++
 			}
 		}
 		for reason, n := range pinned {
 			ch <- prometheus.MustNewConstMetric(descPinned, prometheus.GaugeValue, float64(n), name, reason)
+		}
+		for stage, n := range failing {
+			ch <- prometheus.MustNewConstMetric(descSwitchFailing, prometheus.GaugeValue, float64(n), name, stage)
 		}
 		for gen, n := range b.Conns.Snapshot() {
 			ch <- prometheus.MustNewConstMetric(descBackendConns, prometheus.GaugeValue, float64(n), name, strconv.FormatUint(gen, 10))

@@ -74,6 +74,9 @@ type SessionInfo struct {
 	// PinReason is set while the session holds state that cannot move.
 	PinReason   string    `json:"pin_reason,omitempty"`
 	PinnedSince time.Time `json:"pinned_since,omitzero"`
+	// SwitchFailure is set while the session's switches keep failing and
+	// it waits before the next attempt.
+	SwitchFailure *SwitchFailure `json:"switch_failure,omitempty"`
 }
 
 // Registry holds the live sessions of one backend. Safe for concurrent use.

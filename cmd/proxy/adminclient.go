@@ -219,6 +219,12 @@ func printStatus(w io.Writer, st admin.StatusResponse) {
 			fmt.Fprintf(w, "  pinned: session %d (%s, user %s, db %s) on generation %d: %s since %s\n",
 				p.ID, p.Client, p.User, p.Database, p.Generation, p.PinReason, p.PinnedSince.Format(time.RFC3339))
 		}
+		for _, f := range b.SwitchFailing {
+			sf := f.SwitchFailure
+			fmt.Fprintf(w, "  switch failing: session %d (%s, user %s, db %s) on generation %d: %d attempts since %s, %s failed: %s; next at %s\n",
+				f.ID, f.Client, f.User, f.Database, f.Generation, sf.Failures, sf.Since.Format(time.RFC3339), sf.Stage, sf.Error,
+				sf.RetryAt.Format(time.RFC3339))
+		}
 	}
 }
 

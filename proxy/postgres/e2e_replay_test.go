@@ -397,3 +397,60 @@ func TestParameterStatusNetChange(t *testing.T) {
 		}
 	}
 }
+
+// TestFailedSwitchBacksOff makes every switch of a session fail (its role
+// cannot be set by the new user) while the client keeps sending
+// statements: attempts are spaced out instead of costing a backend login
+// before every statement, and the status and metrics say why. Once the
+// role is granted, the session moves.
+func TestFailedSwitchBacksOff(t *testing.T) {
+	pg := testenv.PG(t)
+	db, userA, passA, userB, passB := twoUsers(t, pg)
+	role := "r_" + proxytest.Random(4)
+	pg.Exec(t, fmt.Sprintf("CREATE ROLE %s NOLOGIN; GRANT %s TO %s", role, role, userA))
+	p := proxytest.Start(t, pg, userA, passA)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := p.Connect(t, db)
+	if _, err := c.Exec(ctx, "SET ROLE "+role); err != nil {
+		t.Fatal(err)
+	}
+	failed := func() int {
+		var n int
+		fmt.Sscan(strings.TrimPrefix(grep(scrape(t, p), `session_switches_total{backend="pg",result="failed"}`),
+			`credswap_session_switches_total{backend="pg",result="failed"} `), &n)
+		return n
+	}
+	p.RotateTo(t, userB, passB)
+	proxytest.Eventually(t, 10*time.Second, "the first failed switch", func() bool { return failed() > 0 })
+	start := time.Now()
+	for range 50 {
+		var who string
+		if err := c.QueryRow(ctx, "SELECT current_user").Scan(&who); err != nil || who != role {
+			t.Fatalf("current_user %q (%v), want %s", who, err, role)
+		}
+	}
+	took := time.Since(start)
+	// Attempts start 100 ms apart and double; the drain also retries once
+	// a second. Without a backoff, every one of the 50 statements tried.
+	if n, most := failed(), 4+int(2*took/time.Second); n > most {
+		t.Fatalf("%d failed switches in %s of 50 statements, want at most %d", n, took, most)
+	}
+	st := p.Status(t).Backends[0]
+	if len(st.SwitchFailing) != 1 || st.SwitchFailing[0].SwitchFailure.Stage != "replay" ||
+		!strings.Contains(st.SwitchFailing[0].SwitchFailure.Error, "permission denied to set role") {
+		t.Fatalf("switch_failing in status: %+v", st.SwitchFailing)
+	}
+	if m := scrape(t, p); !strings.Contains(m, `credswap_switch_failing_sessions{backend="pg",stage="replay"} 1`) {
+		t.Fatalf("metrics:\n%s", grep(m, "switch_failing"))
+	}
+	pg.Exec(t, fmt.Sprintf("GRANT %s TO %s", role, userB))
+	p.WaitSwitched(t, 30*time.Second)
+	var who, cur string
+	if err := c.QueryRow(ctx, "SELECT session_user, current_user").Scan(&who, &cur); err != nil || who != userB || cur != role {
+		t.Fatalf("after the grant: %s/%s (%v)", who, cur, err)
+	}
+	if st := p.Status(t).Backends[0]; len(st.SwitchFailing) != 0 {
+		t.Fatalf("switch_failing after the move: %+v", st.SwitchFailing)
+	}
+}

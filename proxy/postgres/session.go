@@ -112,6 +112,7 @@ type session struct {
 	copyIn      atomic.Bool   // the backend is in copy-in mode
 	target      atomic.Pointer[cancelTarget]
 	pin         atomic.Pointer[pinState]
+	retry       proxy.SwitchRetry // spaces out attempts after failed switches
 	terminated  atomic.Bool
 	// finished is set by the first finish; released once the client slot
 	// and registry entry are given back.
@@ -183,6 +184,7 @@ func (s *session) Info() proxy.SessionInfo {
 		info.PinReason = p.reason
 		info.PinnedSince = p.since
 	}
+	info.SwitchFailure = s.retry.Failure()
 	return info
 }
 
@@ -226,6 +228,13 @@ func (s *session) Terminate(e *proxy.Error) {
 // pinThrottled reports whether a pinned session past the drain deadline
 // re-checked its pins less than a second ago: such a session is not
 // re-captured before every statement.
+// switchDue reports whether the session should switch before its next
+// batch: it is behind the target at a safe point, and neither a pin
+// re-check nor a failed attempt makes it wait. Callers own the relay state.
+func (s *session) switchDue() bool {
+	return s.h.b.Behind(s.gen.Load()) && s.safePoint() && !s.pinThrottled() && s.retry.Ready(time.Now())
+}
+
 func (s *session) pinThrottled() bool {
 	return s.pin.Load() != nil && s.h.b.DrainOverdue() && time.Since(s.lastPinCheck) < pinRecheckPeriod
 }
@@ -269,7 +278,7 @@ func (s *session) recoverSwitch(res *proxy.SwitchResult, err *error) {
 		return
 	}
 	s.h.b.RecordPanic(s.id, "switch", r)
-	*res, *err = proxy.SwitchFailed, fmt.Errorf("internal error during the switch: %v", r)
+	*res, *err = proxy.SwitchFailed, &proxy.SwitchError{Stage: proxy.StageInternal, Err: fmt.Errorf("panic: %v", r)}
 	s.readerFailed.Store(true)
 	if s.lp != nil {
 		if s.terminated.CompareAndSwap(false, true) {
@@ -323,7 +332,7 @@ func (s *session) clientLoop(ctx context.Context) (clean bool, err error) {
 func (s *session) forwardClientBatch(ctx context.Context) (fwd, need int, stop bool, scanErr, werr error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.h.b.Behind(s.gen.Load()) && s.safePoint() {
+	if s.switchDue() {
 		s.switchLocked(ctx, s.h.b.Target())
 		if s.terminated.Load() { // the switch failed beyond repair
 			return 0, 0, false, nil, errTerminated

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -103,7 +104,7 @@ func (s *session) fromClient(l *relayLoop) {
 // generation to move to, the batch is held and the session switches first
 // (trySwitch is false for a held batch coming back from that attempt).
 func (s *session) clientData(l *relayLoop, data []byte, trySwitch bool) {
-	if trySwitch && s.h.b.Behind(s.gen.Load()) && s.safePoint() && len(s.spend) == 0 && !s.pinThrottled() {
+	if trySwitch && len(s.spend) == 0 && s.switchDue() {
 		keep(&s.ccarry, data)
 		l.detach(s)
 		go s.loopSwitch(s.h.b.Target())
@@ -145,8 +146,8 @@ func (s *session) fromServer(l *relayLoop) {
 			v.rfq = false
 			// Idle at a safe point on an old generation: move now,
 			// before the client sends anything.
-			if s.h.b.Behind(s.gen.Load()) && s.pin.Load() == nil && s.safePoint() &&
-				len(s.spend) == 0 && len(s.ccarry) == 0 && len(s.scarry) == 0 && err == nil {
+			if s.pin.Load() == nil && len(s.spend) == 0 && len(s.ccarry) == 0 && len(s.scarry) == 0 && err == nil &&
+				s.switchDue() {
 				l.detach(s)
 				go s.loopSwitch(s.h.b.Target())
 				return
@@ -297,6 +298,8 @@ func (s *session) loopSwitchRequest(ctx context.Context, gen *creds.Generation) 
 			ch <- answer{res: proxy.SwitchBusy}
 		case s.pinThrottled():
 			ch <- answer{res: proxy.SwitchPinned}
+		case !s.retry.Ready(time.Now()):
+			ch <- answer{res: proxy.SwitchBusy} // backing off after failed attempts
 		default:
 			s.lp.detach(s)
 			ch <- answer{detached: true}

@@ -98,6 +98,9 @@ func (s *session) switchLocked(ctx context.Context, gen *creds.Generation) (res 
 	if s.pinThrottled() {
 		return proxy.SwitchPinned, nil
 	}
+	if !s.retry.Ready(time.Now()) {
+		return proxy.SwitchBusy, nil // backing off after failed attempts
+	}
 	if !s.pauseReader(s.be) {
 		return proxy.SwitchFailed, errors.New("backend connection already closed")
 	}
@@ -117,6 +120,7 @@ func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res
 	start := time.Now()
 	defer func() {
 		s.h.b.CountSwitch(res, time.Since(start))
+		s.retry.Record(time.Now(), res, err)
 		if err != nil {
 			s.log().Warn("session switch failed", zap.Uint64("generation", gen.N), zap.Error(err))
 		}
@@ -128,7 +132,7 @@ func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res
 		s.client.SetWriteDeadline(time.Time{})
 		s.spend = s.spend[:0]
 		if werr != nil {
-			return proxy.SwitchFailed, fmt.Errorf("writing to the client: %w", werr)
+			return proxy.SwitchFailed, &proxy.SwitchError{Stage: proxy.StageInternal, Err: fmt.Errorf("writing to the client: %w", werr)}
 		}
 	}
 
@@ -140,7 +144,7 @@ func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res
 	s.h.fault("capture")
 	st, err := s.capture(ctx, old)
 	if err != nil {
-		return proxy.SwitchFailed, fmt.Errorf("capturing session state: %w", err)
+		return proxy.SwitchFailed, &proxy.SwitchError{Stage: proxy.StageCapture, Err: err}
 	}
 	s.lastPinCheck = time.Now()
 	if st.pinReason != "" {
@@ -156,7 +160,7 @@ func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res
 	if nb == nil {
 		nb, err = s.h.dial(ctx, gen, s.database, s.params, s.key)
 		if err != nil {
-			return proxy.SwitchFailed, fmt.Errorf("connecting with generation %d: %w", gen.N, err)
+			return proxy.SwitchFailed, &proxy.SwitchError{Stage: proxy.StageConnect, Err: fmt.Errorf("generation %d: %w", gen.N, err)}
 		}
 	}
 	adopted := false
@@ -167,15 +171,15 @@ func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res
 	}()
 	if s.lp != nil {
 		if !nb.forLoop() {
-			return proxy.SwitchFailed, errors.New("the new backend connection cannot be relayed by a loop")
+			return proxy.SwitchFailed, &proxy.SwitchError{Stage: proxy.StageConnect, Err: errors.New("the new backend connection cannot be relayed by a loop")}
 		}
 	} else if err := nb.forGoroutines(); err != nil {
-		return proxy.SwitchFailed, fmt.Errorf("preparing the new backend connection: %w", err)
+		return proxy.SwitchFailed, &proxy.SwitchError{Stage: proxy.StageConnect, Err: err}
 	}
 	s.h.fault("replay")
 	held, err := s.replay(ctx, nb, st)
 	if err != nil {
-		return proxy.SwitchFailed, fmt.Errorf("replaying session state: %w", err)
+		return proxy.SwitchFailed, &proxy.SwitchError{Stage: proxy.StageReplay, Err: err}
 	}
 
 	// The new connection is ready: deliver what the old one still has,

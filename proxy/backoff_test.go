@@ -1,0 +1,48 @@
+package proxy
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestSwitchRetryBacksOffAndResets(t *testing.T) {
+	var r SwitchRetry
+	now := time.Unix(1000, 0)
+	if !r.Ready(now) || r.Failure() != nil {
+		t.Fatal("the zero value is not ready")
+	}
+	err := &SwitchError{Stage: StageReplay, Err: errors.New("permission denied to set role")}
+	var waits []time.Duration
+	for range 10 {
+		r.Record(now, SwitchFailed, err)
+		f := r.Failure()
+		waits = append(waits, f.RetryAt.Sub(now))
+		if r.Ready(now) || !r.Ready(f.RetryAt) {
+			t.Fatalf("ready before or not at RetryAt %v", f.RetryAt)
+		}
+		now = f.RetryAt
+	}
+	want := []time.Duration{100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000, 10000}
+	for i, w := range want {
+		if waits[i] != w*time.Millisecond {
+			t.Fatalf("waits %v, want %v ms", waits, want)
+		}
+	}
+	f := r.Failure()
+	if f.Stage != StageReplay || f.Failures != 10 || f.Error != "replay: permission denied to set role" || f.Since != time.Unix(1000, 0) {
+		t.Fatalf("failure %+v", f)
+	}
+	r.Record(now, SwitchBusy, nil) // a busy session keeps its backoff
+	if r.Failure() == nil {
+		t.Fatal("busy cleared the backoff")
+	}
+	r.Record(now, SwitchFailed, errors.New("boom"))
+	if f := r.Failure(); f.Stage != StageInternal {
+		t.Fatalf("an untyped error is stage %q", f.Stage)
+	}
+	r.Record(now, SwitchPinned, nil)
+	if r.Failure() != nil || !r.Ready(now) {
+		t.Fatal("a pinned result did not clear the backoff")
+	}
+}
