@@ -358,7 +358,7 @@ type BackendStatus struct {
 	// SwitchFailing lists sessions whose last switch attempts failed, with
 	// the stage, the error and when they try again.
 	SwitchFailing []SessionInfo `json:"switch_failing"`
-	Drain              DrainStatus      `json:"drain"`
+	Drain         DrainStatus   `json:"drain"`
 }
 
 // SessionCounts counts client sessions.
