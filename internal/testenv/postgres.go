@@ -313,6 +313,18 @@ func (p *Postgres) LogTail() string {
 	return logTail(p.LogFile, p.logOff)
 }
 
+// Restart stops the server with a fast shutdown, as an operator's restart
+// would (every session gets FATAL 57P01), and starts it again on the same
+// port and data directory. Only for servers a test started for itself: it
+// must not run concurrently with Stop or another Restart.
+func (p *Postgres) Restart(ctx context.Context) error {
+	if err := p.terminate(); err != nil {
+		return err
+	}
+	p.proc, p.done = nil, nil
+	return p.start(ctx)
+}
+
 // Stop shuts the server down (fast shutdown, SIGKILL after 10 s) and removes its directories.
 // It is idempotent; later calls return the first result. It reports an error when the server
 // had to be killed or had exited on its own before Stop.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -452,5 +453,89 @@ func TestFailedSwitchBacksOff(t *testing.T) {
 	}
 	if st := p.Status(t).Backends[0]; len(st.SwitchFailing) != 0 {
 		t.Fatalf("switch_failing after the move: %+v", st.SwitchFailing)
+	}
+}
+
+// TestBackendEndsIdleSession ends the backend connection of an idle
+// session in three ways (idle_session_timeout, pg_terminate_backend, a
+// server restart), over both relays: the client gets the database's FATAL
+// error and then a closed connection at once, without sending anything,
+// just as it would from the database itself.
+func TestBackendEndsIdleSession(t *testing.T) {
+	pg := testenv.StartTestPostgres(t, testenv.PostgresOptions{})
+	ca := testenv.TestCA(t)
+	user, pass := pg.CreateUser(t, "idle")
+	db := pg.CreateDatabase(t)
+	pg.Exec(t, fmt.Sprintf("GRANT ALL ON DATABASE %s TO %s", db, user))
+	p := proxytest.Start(t, pg, user, pass, withTLS(t, ca, false))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	admin := pg.Connect(t, "postgres")
+	outer := t
+
+	for _, useTLS := range []bool{false, true} {
+		for _, how := range []string{"idle_session_timeout", "pg_terminate_backend", "restart"} {
+			name := how + map[bool]string{false: "/loop relay", true: "/goroutine relay over TLS"}[useTLS]
+			t.Run(name, func(t *testing.T) {
+				var c *pgx.Conn
+				var err error
+				if useTLS {
+					c, err = connect(ctx, strings.Replace(p.ConnString(db), "sslmode=disable", "sslmode=verify-full", 1)+" host=localhost", ca.ClientTLSConfig("localhost"))
+				} else {
+					c, err = connect(ctx, p.ConnString(db), nil)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				var pid int
+				if err := c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+					t.Fatal(err)
+				}
+				want := "57P01"
+				if how == "idle_session_timeout" {
+					if _, err := c.Exec(ctx, "SET idle_session_timeout = '500ms'"); err != nil {
+						t.Fatal(err)
+					}
+					want = "57P05"
+				}
+				hc, err := c.PgConn().Hijack()
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer hc.Conn.Close()
+				switch how {
+				case "pg_terminate_backend":
+					if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
+						t.Fatal(err)
+					}
+				case "restart":
+					admin.Close(ctx)
+					if err := pg.Restart(ctx); err != nil {
+						t.Fatal(err)
+					}
+					admin = pg.Connect(outer, "postgres")
+				}
+				hc.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+				var codes []string
+				for {
+					msg, err := hc.Frontend.Receive()
+					if err != nil {
+						if errors.Is(err, os.ErrDeadlineExceeded) {
+							t.Fatalf("the client connection stayed open after the backend ended (errors so far: %v)", codes)
+						}
+						break // closed, as from the database itself
+					}
+					if e, ok := msg.(*pgproto3.ErrorResponse); ok {
+						codes = append(codes, e.Severity+" "+e.Code)
+					}
+				}
+				if len(codes) != 1 || codes[0] != "FATAL "+want {
+					t.Fatalf("the client got %v, want [FATAL %s] then end of stream", codes, want)
+				}
+			})
+		}
+	}
+	if u := sessionUser(t, p, db); u != user {
+		t.Fatalf("a new session after all that: %s", u)
 	}
 }
