@@ -96,3 +96,36 @@ func wantSet(types ...byte) *[256]bool {
 	}
 	return &w
 }
+
+// scanForward runs scanFrames over p and hands the bytes to forward to
+// emit, in order. Messages the visitor skips (errSkip, only wanted types,
+// which are whole in p) are left out; before a message for which it
+// returns errInject, the bytes in *inject are emitted, and the message is
+// visited again. At a message it holds (errHold) scanning stops: hold is
+// set and consumed is the message's offset. want is asked again after
+// every stop, as the visitor may change what it needs. emit returns false
+// when forwarding failed; scanForward then returns at once with ok false.
+func scanForward(fs *frameState, p []byte, maxBody int, want func() *[256]bool, v visitor, inject *[]byte,
+	emit func([]byte) bool) (consumed, need int, stop, hold, ok bool, err error) {
+	start := 0
+	for {
+		fwd, need, stop, err := scanFrames(fs, p[start:], maxBody, want(), v)
+		if fwd > 0 && !emit(p[start:start+fwd]) {
+			return start, 0, false, false, false, nil
+		}
+		start += fwd
+		switch err {
+		case errSkip:
+			start += 1 + int(binary.BigEndian.Uint32(p[start+1:start+headerLen]))
+			continue
+		case errInject:
+			if !emit(*inject) {
+				return start, 0, false, false, false, nil
+			}
+			continue
+		case errHold:
+			return start, 0, false, true, true, nil
+		}
+		return start, need, stop, false, true, err
+	}
+}

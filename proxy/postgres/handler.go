@@ -473,6 +473,7 @@ func (h *Handler) newSession(conn net.Conn, st *startup, be *serverConn) *sessio
 		paused:      make(chan struct{}, 1),
 		resume:      make(chan *serverConn, 1),
 		g2done:      make(chan struct{}),
+		holdCh:      make(chan struct{}, 1),
 	}
 	s.gucSink = s.addCustomSetting
 	s.txStatus.Store('I')

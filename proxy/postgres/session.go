@@ -27,7 +27,27 @@ import (
 var (
 	clientWant = wantSet('Q', 'P')
 	serverWant = wantSet('Z', 'S', 'E')
+	// While statements are deferred (deferred.go) the relay also reads
+	// the messages that name a statement, and the answers it may drop.
+	clientWantDeferred = wantSet('Q', 'P', 'B', 'D', 'C')
+	serverWantDeferred = wantSet('Z', 'S', 'E', 'C', '1')
 )
+
+// clientWantSet is the want set for the client's stream now.
+func (s *session) clientWantSet() *[256]bool {
+	if s.dfr.active() {
+		return clientWantDeferred
+	}
+	return clientWant
+}
+
+// serverWantSet is the want set for the backend's stream now.
+func (s *session) serverWantSet() *[256]bool {
+	if s.dfr.active() {
+		return serverWantDeferred
+	}
+	return serverWant
+}
 
 // maxCustomSettings bounds the custom setting names one session remembers.
 const maxCustomSettings = 256
@@ -97,6 +117,9 @@ type session struct {
 	lastQE       byte        // 'Q' or 'E', whichever the client sent last
 	syncsAfterQE int32       // Syncs forwarded since then
 	customGUCs   []string
+	// inject holds the messages the client visitor asks to send before
+	// the current one (client side only).
+	inject []byte
 	// clientParams are the ParameterStatus values the client knew before
 	// the first of the switches since its last message; nil when the
 	// client is up to date. The net change is sent before its next batch.
@@ -113,7 +136,15 @@ type session struct {
 	target      atomic.Pointer[cancelTarget]
 	pin         atomic.Pointer[pinState]
 	retry       proxy.SwitchRetry // spaces out attempts after failed switches
-	terminated  atomic.Bool
+	// dfr holds statements the backend connection lacks (deferred.go).
+	dfr deferredSet
+	// holdWait is set while the client reader (goroutine relay) holds a
+	// message until every Sync and Query is answered; the backend reader
+	// then signals holdCh. held is the relay loop's equivalent.
+	holdWait   atomic.Bool
+	holdCh     chan struct{}
+	held       bool
+	terminated atomic.Bool
 	// finished is set by the first finish; released once the client slot
 	// and registry entry are given back.
 	finished atomic.Bool
@@ -346,11 +377,35 @@ func (s *session) forwardClientBatch(ctx context.Context) (fwd, need int, stop b
 			return 0, 0, false, nil, errTerminated
 		}
 	}
-	fwd, need, stop, scanErr = scanFrames(&s.cfs, s.cbuf.B[:s.cbuf.N], s.h.maxBody, clientWant, s)
-	if fwd > 0 {
-		werr = s.be.write(s.cbuf.B[:fwd])
+	emit := func(p []byte) bool {
+		werr = s.be.write(p)
+		return werr == nil
 	}
-	return fwd, need, stop, scanErr, werr
+	for {
+		n, need, stop, hold, ok, scanErr := scanForward(&s.cfs, s.cbuf.B[fwd:s.cbuf.N], s.h.maxBody, s.clientWantSet, s, &s.inject, emit)
+		fwd += n
+		if !ok || !hold {
+			return fwd, need, stop, scanErr, werr
+		}
+		if err := s.waitAnswered(); err != nil {
+			return fwd, 0, false, nil, err
+		}
+	}
+}
+
+// waitAnswered waits until every Sync and Query the client sent has been
+// answered (goroutine relay), for a message held by the visitor.
+func (s *session) waitAnswered() error {
+	s.holdWait.Store(true)
+	defer s.holdWait.Store(false)
+	for s.outstanding.Load() > 0 {
+		select {
+		case <-s.holdCh:
+		case <-s.g2done:
+			return errTerminated
+		}
+	}
+	return nil
 }
 
 // clientScanError turns a framing error in the client's stream into the
@@ -368,14 +423,24 @@ func clientScanError(err error) *proxy.Error {
 // calls it holding mu. It updates the safe-point state before the batch
 // is forwarded, so the backend's answer can never overtake it.
 func (s *session) visit(typ byte, _ int, body []byte) (bool, error) {
+	if s.dfr.active() {
+		switch typ {
+		case 'P', 'B', 'D', 'C', 'Q':
+			if err := s.clientMessage(typ, body, &s.inject); err != nil {
+				return false, err
+			}
+		}
+	}
 	switch typ {
 	case 'Q': // Query: destroys the unnamed statement
 		s.outstanding.Add(1)
 		s.lastQE, s.syncsAfterQE = 'Q', 0
 		s.hasUnnamed = false
+		s.dfr.parsesInRound = 0
 		scanSettingNames(body, s.gucSink)
 	case 'P': // Parse
 		s.ext = true
+		s.dfr.parsesInRound++
 		name, rest, _ := bytes.Cut(body, []byte{0})
 		if len(name) == 0 {
 			s.unnamed = append(s.unnamed[:0], body...)
@@ -392,6 +457,7 @@ func (s *session) visit(typ byte, _ int, body []byte) (bool, error) {
 			s.outstanding.Add(1)
 			s.ext = false
 			s.syncsAfterQE++
+			s.dfr.parsesInRound = 0
 		}
 	case 'F': // FunctionCall
 		s.outstanding.Add(1)
@@ -456,6 +522,18 @@ type serverVisitor struct {
 
 func (v *serverVisitor) visit(typ byte, n int, body []byte) (bool, error) {
 	s := v.s
+	if s.dfr.active() {
+		switch typ {
+		case '1', 'C', 'Z':
+			if s.serverMessage(typ) {
+				return false, errSkip
+			}
+		case 'E':
+			if !isFatal(body) && s.serverMessage(typ) {
+				return false, errSkip
+			}
+		}
+	}
 	switch typ {
 	case 'Z':
 		if n != 1 {
@@ -526,30 +604,38 @@ func (s *session) backendLoop(be *serverConn) {
 			s.backendGone(err, v.fatal)
 			return
 		}
-		fwd, need, _, err := scanFrames(&s.sfs, s.sbuf.B[:s.sbuf.N], 0, serverWant, &v)
+		var werr error
+		emit := func(p []byte) bool {
+			s.wmu.Lock()
+			_, werr = s.client.Write(p)
+			s.clientMidMsg = !s.sfs.atBoundary()
+			s.wmu.Unlock()
+			return werr == nil
+		}
+		fwd, need, _, _, _, err := scanForward(&s.sfs, s.sbuf.B[:s.sbuf.N], 0, s.serverWantSet, &v, nil, emit)
+		if werr != nil {
+			s.readerFailed.Store(true)
+			s.client.Close() // ends the client reader
+			s.sbuf.N = 0
+			s.sbuf.Release(pool)
+			return
+		}
 		if err != nil {
 			s.backendGone(err, false)
 			return
 		}
-		if fwd > 0 {
-			s.wmu.Lock()
-			_, werr := s.client.Write(s.sbuf.B[:fwd])
-			s.clientMidMsg = !s.sfs.atBoundary()
-			s.wmu.Unlock()
-			s.sbuf.Consume(fwd)
-			if werr != nil {
-				s.readerFailed.Store(true)
-				s.client.Close() // ends the client reader
-				s.sbuf.N = 0
-				s.sbuf.Release(pool)
-				return
-			}
-		}
+		s.sbuf.Consume(fwd)
 		if need > len(s.sbuf.B) {
 			s.sbuf.Grow(need)
 		}
 		if v.rfq {
 			v.rfq = false
+			if s.holdWait.Load() && s.outstanding.Load() == 0 {
+				select {
+				case s.holdCh <- struct{}{}:
+				default:
+				}
+			}
 			if s.outstanding.Load() == 0 && s.txStatus.Load() == 'I' && s.pin.Load() == nil && s.h.b.Behind(s.gen.Load()) {
 				s.h.b.Nudge(s)
 			}

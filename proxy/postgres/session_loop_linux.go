@@ -113,12 +113,19 @@ func (s *session) clientData(l *relayLoop, data []byte, trySwitch bool) {
 	if out := s.paramChanges(); len(out) > 0 && !s.send(l, &s.cep, &s.bep, &s.spend, out) {
 		return
 	}
-	fwd, need, stop, scanErr := scanFrames(&s.cfs, data, s.h.maxBody, clientWant, s)
-	if fwd > 0 && !s.send(l, &s.bep, &s.cep, &s.cpend, data[:fwd]) {
+	emit := func(p []byte) bool { return s.send(l, &s.bep, &s.cep, &s.cpend, p) }
+	fwd, need, stop, hold, ok, scanErr := scanForward(&s.cfs, data, s.h.maxBody, s.clientWantSet, s, &s.inject, emit)
+	if !ok {
 		return
 	}
 	keep(&s.ccarry, data[fwd:])
 	s.cneed = need
+	if hold {
+		// Resumed by fromServer once every Sync and Query is answered.
+		s.held = true
+		l.setInterest(&s.cep, false, s.cep.out)
+		return
+	}
 	switch {
 	case scanErr != nil:
 		l.end(s, false, clientScanError(scanErr))
@@ -132,16 +139,26 @@ func (s *session) fromServer(l *relayLoop) {
 	data, err := readBatch(l, s.bep.fd, &s.scarry, s.sneed)
 	if len(data) > 0 {
 		v := &s.sv
-		fwd, need, _, scanErr := scanFrames(&s.sfs, data, 0, serverWant, v)
+		emit := func(p []byte) bool { return s.send(l, &s.cep, &s.bep, &s.spend, p) }
+		fwd, need, _, _, ok, scanErr := scanForward(&s.sfs, data, 0, s.serverWantSet, v, nil, emit)
+		if !ok {
+			return
+		}
 		if scanErr != nil {
 			s.loopBackendGone(l, scanErr, false)
 			return
 		}
-		if fwd > 0 && !s.send(l, &s.cep, &s.bep, &s.spend, data[:fwd]) {
-			return
-		}
 		keep(&s.scarry, data[fwd:])
 		s.sneed = need
+		if v.rfq && s.held && s.outstanding.Load() == 0 {
+			// A client message held until now may go.
+			s.held = false
+			l.setInterest(&s.cep, true, s.cep.out)
+			s.clientData(l, s.ccarry, false)
+			if !s.attached {
+				return
+			}
+		}
 		if v.rfq {
 			v.rfq = false
 			// Idle at a safe point on an old generation: move now,

@@ -177,7 +177,7 @@ func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res
 		return proxy.SwitchFailed, &proxy.SwitchError{Stage: proxy.StageConnect, Err: err}
 	}
 	s.h.fault("replay")
-	held, err := s.replay(ctx, nb, st)
+	held, deferred, err := s.replay(ctx, nb, st)
 	if err != nil {
 		return proxy.SwitchFailed, &proxy.SwitchError{Stage: proxy.StageReplay, Err: err}
 	}
@@ -210,6 +210,7 @@ func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res
 	}
 	s.be = nb
 	adopted = true
+	s.dfr.reset(deferred)
 	s.gen.Store(nb.gen)
 	s.target.Store(&cancelTarget{pid: nb.pid, secret: nb.secret})
 	s.log().Debug("session switched", zap.Uint64("generation", nb.gen), zap.Duration("took", time.Since(start)))
@@ -344,11 +345,16 @@ func (s *session) capture(ctx context.Context, c *serverConn) (*sessionState, er
 }
 
 // replay restores st on nb in one pipelined round trip: settings, role and
-// LISTENs in one query, each SQL PREPARE as a query of its own, then the
-// protocol-level statements; then the unnamed statement. It returns the
-// notifications nb delivered meanwhile, to be sent after the old
-// connection's.
-func (s *session) replay(ctx context.Context, nb *serverConn, st *sessionState) ([]byte, error) {
+// LISTENs in one query; then every prepared statement in a round of its
+// own, so that one that cannot be prepared now is known by name: each SQL
+// PREPARE as a query, exactly as the client sent it (PostgreSQL records
+// the whole query string as the statement's text), each protocol-level
+// statement (named, the unnamed one, and those still deferred from an
+// earlier switch) as a Parse and a Sync. It returns the notifications nb
+// delivered meanwhile, to be sent after the old connection's, and the
+// statements to defer (deferred.go): those whose objects are gone, which
+// PostgreSQL only complains about when they are used.
+func (s *session) replay(ctx context.Context, nb *serverConn, st *sessionState) (held []byte, deferred map[string]*deferredStmt, err error) {
 	var sql strings.Builder
 	if len(st.settings) > 0 || st.role != "" {
 		sql.WriteString("SELECT ")
@@ -373,59 +379,106 @@ func (s *session) replay(ctx context.Context, nb *serverConn, st *sessionState) 
 		sql.WriteString(QuoteIdent(ch))
 		sql.WriteString(";")
 	}
+	type round struct {
+		name string
+		st   *deferredStmt // nil for the settings query
+	}
 	var req []byte
-	count := 0
+	var rounds []round
 	if sql.Len() > 0 {
 		req = appendFrontendMsg(req, &pgproto3.Query{String: sql.String()})
-		count++
+		rounds = append(rounds, round{})
 	}
-	// Each SQL PREPARE is a query of its own, exactly as the client sent
-	// it: PostgreSQL records the whole query string as the statement's
-	// text, and a later capture must find the same single statement.
-	var parses []byte
-	nParse := 0
+	addStmt := func(name string, ds *deferredStmt) {
+		if ds.parse == nil {
+			req = appendFrontendMsg(req, &pgproto3.Query{String: ds.sql})
+		} else {
+			req = appendRaw(req, 'P', ds.parse)
+			req = appendFrontendMsg(req, &pgproto3.Sync{})
+		}
+		rounds = append(rounds, round{name, ds})
+	}
 	for _, p := range st.prepared {
 		if p.fromSQL {
-			req = appendFrontendMsg(req, &pgproto3.Query{String: p.statement})
-			count++
+			addStmt(p.name, &deferredStmt{sql: p.statement})
 			continue
 		}
-		var err error
-		if parses, err = appendParse(parses, p.name, p.statement, p.oids); err != nil {
-			return nil, err
+		msg, err := appendParse(nil, p.name, p.statement, p.oids)
+		if err != nil {
+			return nil, nil, err
 		}
-		nParse++
+		addStmt(p.name, &deferredStmt{parse: msg[headerLen:]})
 	}
-	if nParse > 0 {
-		req = append(req, parses...)
-		req = appendFrontendMsg(req, &pgproto3.Sync{})
-		count++
-	}
-	if count == 0 && !s.hasUnnamed {
-		return nil, nil
-	}
-	var held []byte
-	notify := func(raw []byte) { held = append(held, raw...) }
-	if count > 0 {
-		if err := s.exchange(ctx, nb, req, count, nil, notify); err != nil {
-			return nil, err
+	for name, ds := range s.dfr.snapshot() {
+		if name != "" || !s.hasUnnamed {
+			addStmt(name, ds)
 		}
 	}
-	// The unnamed statement is restored on its own: if it no longer
-	// parses (it may have been left behind by a failed Parse) the session
-	// still moves, as the client would see the same error either way.
 	if s.hasUnnamed {
-		req = appendRaw(nil, 'P', s.unnamed)
-		req = appendFrontendMsg(req, &pgproto3.Sync{})
-		if err := s.exchange(ctx, nb, req, 1, nil, notify); err != nil {
-			var pgErr *pgError
-			if !errors.As(err, &pgErr) {
-				return nil, err
+		addStmt("", &deferredStmt{parse: s.unnamed})
+	}
+	if len(rounds) == 0 {
+		return nil, nil, nil
+	}
+
+	notify := func(raw []byte) { held = append(held, raw...) }
+	failed := make([]error, len(rounds))
+	if err := s.exchangeRounds(ctx, nb, req, failed, notify); err != nil {
+		return nil, nil, err
+	}
+	for i, r := range rounds {
+		switch {
+		case failed[i] == nil:
+		case r.st == nil:
+			return nil, nil, failed[i]
+		default:
+			if deferred == nil {
+				deferred = make(map[string]*deferredStmt)
 			}
-			s.log().Debug("unnamed statement not restored", zap.Error(err))
+			deferred[r.name] = r.st
+			s.log().Debug("prepared statement deferred to its first use", zap.String("statement", r.name), zap.Error(failed[i]))
 		}
 	}
-	return held, nil
+	return held, deferred, nil
+}
+
+// exchangeRounds sends req, which holds len(failed) rounds each ending in
+// ReadyForQuery, and records the first error of each round in failed.
+// Errors of the connection itself are returned.
+func (s *session) exchangeRounds(ctx context.Context, c *serverConn, req []byte, failed []error, notify func(raw []byte)) error {
+	if dl, ok := ctx.Deadline(); ok {
+		c.conn.SetDeadline(dl)
+		defer c.conn.SetDeadline(time.Time{})
+	}
+	if err := c.write(req); err != nil {
+		return err
+	}
+	m := msgReader{rd: relaybuf.NewReader(c.conn, &s.h.bufs)}
+	defer m.release()
+	for i := 0; i < len(failed) || m.buffered(); {
+		typ, body, err := m.next()
+		if err != nil {
+			return err
+		}
+		switch typ {
+		case 'Z':
+			i++
+		case 'A':
+			notify(appendRaw(nil, typ, body))
+		case 'S':
+			if name, value, ok := parseParameterStatus(body); ok {
+				c.setParam(name, value)
+			}
+		case 'E':
+			if isFatal(body) {
+				return pgErrorFrom(body)
+			}
+			if i < len(failed) && failed[i] == nil {
+				failed[i] = pgErrorFrom(body)
+			}
+		}
+	}
+	return nil
 }
 
 // maxParseParams is the most parameter types a Parse message can list
