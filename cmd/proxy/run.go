@@ -49,7 +49,8 @@ func runProxy(ctx context.Context, path string) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	opts := app.Options{Logger: log, Version: buildVersion()}
+	bi := binaryInfo()
+	opts := app.Options{Logger: log, Version: bi.Version, Build: bi}
 	// Fault injection for crash-recovery tests of rotations: the process
 	// kills itself right after the named phase is journaled.
 	if phase := os.Getenv("CREDSWAP_TEST_KILL_AFTER_PHASE"); phase != "" {
