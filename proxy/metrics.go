@@ -66,13 +66,20 @@ type backendMetrics struct {
 
 func (m *Metrics) forBackend(name string) *backendMetrics {
 	l := prometheus.Labels{"backend": name}
-	return &backendMetrics{
+	bm := &backendMetrics{
 		clientAuthFailures:  m.clientAuthFailures.With(l),
 		clientErrors:        m.clientErrors.MustCurryWith(l),
 		switches:            m.switches.MustCurryWith(l),
 		backendAuthFailures: m.backendAuthFailures.With(l),
 		switchSeconds:       m.switchSeconds.With(l),
 	}
+	// Every code starts at 0, so its series exists before the first error:
+	// increase() then counts the first one, and dashboards and alerts find
+	// the series.
+	for code := range Code(len(codeNames)) {
+		bm.clientErrors.WithLabelValues(code.String())
+	}
+	return bm
 }
 
 func (m *Metrics) track(b *Backend) {
@@ -103,12 +110,16 @@ var (
 		"1 while a changed credential cannot be adopted (see /v1/status for why), else 0.", []string{"backend"}, nil)
 	descVerified = prometheus.NewDesc(namespace+"_credential_verified",
 		"1 when the adopted credential passed a test login, else 0.", []string{"backend"}, nil)
+	descDrainPending = prometheus.NewDesc(namespace+"_drain_pending_sessions",
+		"Sessions still on a credential generation older than the one they are being moved to.", []string{"backend"}, nil)
+	descDrainOverdue = prometheus.NewDesc(namespace+"_drain_overdue",
+		"1 while a drain is incomplete past its drain_deadline (sessions kept on a replaced credential), else 0.", []string{"backend"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descClientSessions, descBackendConns, descIdleConns, descGeneration,
-		descExpiry, descPinned, descAdoptFailures, descAdoptFailing, descVerified} {
+		descExpiry, descPinned, descAdoptFailures, descAdoptFailing, descVerified, descDrainPending, descDrainOverdue} {
 		ch <- d
 	}
 }
@@ -123,11 +134,18 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		sessions := b.Sessions.Snapshot()
 		ch <- prometheus.MustNewConstMetric(descClientSessions, prometheus.GaugeValue, float64(len(sessions)), name)
 		pinned := map[string]int{}
+		behind := 0
 		for _, s := range sessions {
-			if r := s.Info().PinReason; r != "" {
-				pinned[r]++
+			info := s.Info()
+			if info.PinReason != "" {
+				pinned[info.PinReason]++
+			}
+			if b.Behind(info.Generation) {
+				behind++
 			}
 		}
+		ch <- prometheus.MustNewConstMetric(descDrainPending, prometheus.GaugeValue, float64(behind), name)
+		ch <- prometheus.MustNewConstMetric(descDrainOverdue, prometheus.GaugeValue, boolGauge(b.DrainOverdue()), name)
 		for reason, n := range pinned {
 			ch <- prometheus.MustNewConstMetric(descPinned, prometheus.GaugeValue, float64(n), name, reason)
 		}
