@@ -19,7 +19,7 @@ tag=localhost/credswap:latest
 while [ $# -gt 0 ]; do
   case "$1" in
     -t|--tag) tag="$2"; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "image.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -54,14 +54,15 @@ fi
 ctx=$(mktemp -d "${TMPDIR:-/tmp}/credswap-image.XXXXXX")
 trap 'rm -rf "$ctx"' EXIT
 mkdir -p "$ctx/rootfs/usr/local/bin" "$ctx/rootfs/etc/ssl/certs" "$ctx/rootfs/etc/credswap" "$ctx/rootfs/var/lib" "$ctx/state"
-echo "image.sh: building credswap $version ($commit) for linux/${GOARCH:-$(go env GOARCH)}" >&2
-CGO_ENABLED=0 GOOS=linux go build -trimpath \
+goarch="${GOARCH:-$(go env GOARCH)}"
+echo "image.sh: building credswap $version ($commit) for linux/$goarch" >&2
+CGO_ENABLED=0 GOOS=linux GOARCH="$goarch" go build -trimpath \
   -ldflags "-s -w -X main.version=$version -X main.commit=$commit -X main.date=$DATE" \
   -o "$ctx/rootfs/usr/local/bin/credswap" ./cmd/proxy
 cp "$certs" "$ctx/rootfs/etc/ssl/certs/ca-certificates.crt"
 
 args=(--build-arg BINARY=prebuilt --build-arg "VERSION=$version" --build-arg "COMMIT=$commit" --build-arg "DATE=$DATE"
-      -f "$PWD/Dockerfile" -t "$tag")
+      --platform "linux/$goarch" -f "$PWD/Dockerfile" -t "$tag")
 echo "image.sh: $builder build -t $tag" >&2
 case "$builder" in
   buildah) buildah bud --quiet "${args[@]}" "$ctx" >&2 ;;
