@@ -73,7 +73,7 @@ type backendMetrics struct {
 
 func (m *Metrics) forBackend(name string) *backendMetrics {
 	l := prometheus.Labels{"backend": name}
-	return &backendMetrics{
+	bm := &backendMetrics{
 		clientAuthFailures:  m.clientAuthFailures.With(l),
 		clientErrors:        m.clientErrors.MustCurryWith(l),
 		switches:            m.switches.MustCurryWith(l),
@@ -81,6 +81,13 @@ func (m *Metrics) forBackend(name string) *backendMetrics {
 		switchSeconds:       m.switchSeconds.With(l),
 		sessionPanics:       m.sessionPanics.With(l),
 	}
+	// Every code starts at 0, so its series exists before the first error:
+	// increase() then counts the first one, and dashboards and alerts find
+	// the series.
+	for code := range Code(len(codeNames)) {
+		bm.clientErrors.WithLabelValues(code.String())
+	}
+	return bm
 }
 
 func (m *Metrics) track(b *Backend) {
@@ -114,12 +121,17 @@ var (
 		"1 while a changed credential cannot be adopted (see /v1/status for why), else 0.", []string{"backend"}, nil)
 	descVerified = prometheus.NewDesc(namespace+"_credential_verified",
 		"1 when the adopted credential passed a test login, else 0.", []string{"backend"}, nil)
+	descDrainPending = prometheus.NewDesc(namespace+"_drain_pending_sessions",
+		"Sessions still on a credential generation older than the one they are being moved to.", []string{"backend"}, nil)
+	descDrainOverdue = prometheus.NewDesc(namespace+"_drain_overdue",
+		"1 while a drain is incomplete past its drain_deadline (sessions kept on a replaced credential), else 0.", []string{"backend"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descClientSessions, descBackendConns, descIdleConns, descGeneration,
-		descExpiry, descPinned, descSwitchFailing, descAdoptFailures, descAdoptFailing, descVerified} {
+		descExpiry, descPinned, descSwitchFailing, descAdoptFailures, descAdoptFailing, descVerified,
+		descDrainPending, descDrainOverdue} {
 		ch <- d
 	}
 }
@@ -135,20 +147,26 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descClientSessions, prometheus.GaugeValue, float64(len(sessions)), name)
 		pinned := map[string]int{}
 		failing := map[string]int{}
+		behind := 0
 		for _, s := range sessions {
 			info := s.Info()
-			if r := info.PinReason; r != "" {
-				pinned[r]++
+			if info.PinReason != "" {
+				pinned[info.PinReason]++
+			}
+			if b.Behind(info.Generation) {
+				behind++
 			}
 			if f := info.SwitchFailure; f != nil {
 				failing[f.Stage]++
 			}
 		}
+		ch <- prometheus.MustNewConstMetric(descDrainPending, prometheus.GaugeValue, float64(behind), name)
+		ch <- prometheus.MustNewConstMetric(descDrainOverdue, prometheus.GaugeValue, boolGauge(b.DrainOverdue()), name)
 		for reason, n := range pinned {
 			ch <- prometheus.MustNewConstMetric(descPinned, prometheus.GaugeValue, float64(n), name, reason)
 		}
-		for stage, n := range failing {
-			ch <- prometheus.MustNewConstMetric(descSwitchFailing, prometheus.GaugeValue, float64(n), name, stage)
+		for _, stage := range []string{StageCapture, StageConnect, StageReplay, StageInternal} {
+			ch <- prometheus.MustNewConstMetric(descSwitchFailing, prometheus.GaugeValue, float64(failing[stage]), name, stage)
 		}
 		for gen, n := range b.Conns.Snapshot() {
 			ch <- prometheus.MustNewConstMetric(descBackendConns, prometheus.GaugeValue, float64(n), name, strconv.FormatUint(gen, 10))

@@ -3,7 +3,10 @@
 # fails loudly if a required program is still missing afterwards.
 #
 #   scripts/deps.sh            # test dependencies: PostgreSQL and MariaDB servers
-#                              # and clients, sysbench
+#                              # and clients, sysbench; for the deployment kit's
+#                              # tests (deploy/) podman and buildah (image
+#                              # builds), promtool (package prometheus; its
+#                              # server is not started) and systemd-analyze
 #   scripts/deps.sh bench      # plus pgbouncer and socat for the benchmarks
 set -euo pipefail
 
@@ -25,6 +28,12 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/
 { have mariadbd && have mariadb-install-db; } || need_pkgs+=(mariadb-server)
 have mariadb || need_pkgs+=(mariadb-client)
 have sysbench || need_pkgs+=(sysbench)
+# Deployment kit (deploy/): image builds, alert rule tests, unit checks.
+have podman || need_pkgs+=(podman)
+have buildah || need_pkgs+=(buildah)
+have promtool || need_pkgs+=(prometheus)
+have systemd-analyze || need_pkgs+=(systemd)
+[ -r /etc/ssl/certs/ca-certificates.crt ] || need_pkgs+=(ca-certificates)
 if [ "${1:-}" = "bench" ]; then
   command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || need_pkgs+=(pgbouncer)
   have socat || need_pkgs+=(socat)
@@ -33,6 +42,14 @@ fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "deps: installing ${need_pkgs[*]}" >&2
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  # The prometheus package ships the server too; only promtool is wanted.
+  # Keep its init script from starting the server (the machine's image
+  # usually has such a policy already).
+  if [[ " ${need_pkgs[*]} " == *" prometheus "* ]] && [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo chmod +x /usr/sbin/policy-rc.d
+    trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
@@ -42,7 +59,7 @@ missing=()
 for prog in initdb postgres pgbench psql; do
   [ -n "$bindir" ] && [ -x "$bindir/$prog" ] || missing+=("$prog")
 done
-for prog in mariadbd mariadb-install-db mariadb sysbench; do
+for prog in mariadbd mariadb-install-db mariadb sysbench podman buildah promtool systemd-analyze; do
   have "$prog" || missing+=("$prog")
 done
 if [ "${1:-}" = "bench" ]; then
@@ -54,4 +71,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   exit 1
 fi
 command -v go >/dev/null 2>&1 || { echo "deps: go is not on PATH" >&2; exit 1; }
+[ -r /etc/ssl/certs/ca-certificates.crt ] || { echo "deps: /etc/ssl/certs/ca-certificates.crt missing after install" >&2; exit 1; }
 echo "deps: PostgreSQL binaries in $bindir; MariaDB $(mariadbd --version 2>/dev/null | awk '{print $3}' || /usr/sbin/mariadbd --version | awk '{print $3}'); $(sysbench --version)" >&2

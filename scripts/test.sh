@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every credswap test on a fresh machine: installs the PostgreSQL
-# binaries the tests start their own servers from, then the race-enabled
-# test suite. CI=true turns a missing server binary into a failure.
+# binaries the tests start their own servers from (and podman, buildah,
+# promtool and systemd-analyze for the deployment kit), then the
+# race-enabled test suite and the Kubernetes manifests' module. CI=true
+# turns a missing server binary or tool into a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -15,3 +17,6 @@ go vet ./...
 # rotate (pgbench, sysbench, rotations every 500 ms) each assume the 2-core
 # machine to themselves; run in parallel they starve each other.
 go test -race -count=1 -p 1 -timeout 30m ./... "$@"
+# The Kubernetes manifests' test is a module of its own, so that k8s.io
+# stays out of the main go.mod; ./... does not enter it.
+(cd deploy/kubernetes/manifest_test && go vet ./... && go test -race -count=1 ./...)

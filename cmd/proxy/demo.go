@@ -177,7 +177,7 @@ func startDemoApp(ctx context.Context, dir, yaml string) (a *app.App, stop func(
 	logCfg := zap.NewDevelopmentConfig()
 	logCfg.Level = zap.NewAtomicLevelAt(zapcore.ErrorLevel)
 	log, _ := logCfg.Build()
-	a, err = app.Start(ctx, cfg, app.Options{Logger: log, Version: buildVersion()})
+	a, err = app.Start(ctx, cfg, app.Options{Logger: log, Version: buildVersion(), Build: binaryInfo()})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -1,37 +1,8 @@
 package main
 
 import (
-	"runtime/debug"
-
 	"github.com/spf13/cobra"
 )
-
-// version is set at build time with -ldflags "-X main.version=…"; otherwise
-// the module version or VCS revision from the build info is used.
-var version = ""
-
-func buildVersion() string {
-	if version != "" {
-		return version
-	}
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := info.Main.Version
-	for _, s := range info.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			if v == "" || v == "(devel)" {
-				v = "devel"
-			}
-			v += "+" + s.Value[:12]
-		}
-	}
-	if v == "" {
-		v = "devel"
-	}
-	return v
-}
 
 func newRootCmd() *cobra.Command {
 	var configPath string
@@ -66,10 +37,10 @@ func newRootCmd() *cobra.Command {
 		},
 		&cobra.Command{
 			Use:   "version",
-			Short: "Print the version",
+			Short: "Print the version, commit, build date and Go version",
 			Args:  cobra.NoArgs,
 			Run: func(cmd *cobra.Command, _ []string) {
-				cmd.Println("credswap " + buildVersion())
+				cmd.Println(versionLine(binaryInfo()))
 			},
 		},
 	)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -49,7 +50,8 @@ func runProxy(ctx context.Context, path string) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	opts := app.Options{Logger: log, Version: buildVersion()}
+	bi := binaryInfo()
+	opts := app.Options{Logger: log, Version: bi.Version, Build: bi}
 	// Fault injection for crash-recovery tests of rotations: the process
 	// kills itself right after the named phase is journaled.
 	if phase := os.Getenv("CREDSWAP_TEST_KILL_AFTER_PHASE"); phase != "" {
@@ -65,21 +67,38 @@ func runProxy(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
+	// Signals are caught before systemd hears READY=1, so a SIGHUP
+	// (ExecReload) right after it is never lost.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
+	sd := newNotifier()
+	sdWarn := func(err error) {
+		if err != nil {
+			log.Warn("telling systemd the service state failed", zap.Error(err))
+		}
+	}
+	names := make([]string, len(cfg.Backends))
+	for i, b := range cfg.Backends {
+		names[i] = b.Name
+	}
+	sdWarn(sd.ready("serving backends " + strings.Join(names, ", ")))
 	for {
 		select {
 		case err := <-a.Errors():
 			log.Error("serving failed; shutting down", zap.Error(err))
+			sdWarn(sd.stopping("serving failed; shutting down"))
 			shutdown(a, cfg)
 			return err
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				reload(ctx, a, path, log)
+				sdWarn(sd.reloading())
+				status := reload(ctx, a, path, log)
+				sdWarn(sd.ready(status))
 				continue
 			}
 			log.Info("shutting down", zap.String("signal", sig.String()), zap.Duration("timeout", cfg.ShutdownTimeout.D()))
+			sdWarn(sd.stopping("shutting down; sessions may finish for " + cfg.ShutdownTimeout.D().String()))
 			shutdown(a, cfg)
 			return nil
 		}
@@ -92,17 +111,20 @@ func shutdown(a *app.App, cfg *config.Config) {
 	a.Shutdown(ctx)
 }
 
-func reload(ctx context.Context, a *app.App, path string, log *zap.Logger) {
+// reload applies the configuration file to the running proxy and returns
+// a one-line outcome for systemd's STATUS.
+func reload(ctx context.Context, a *app.App, path string, log *zap.Logger) string {
 	cfg, err := config.Load(path)
 	if err != nil {
 		log.Error("reload: configuration rejected; keeping the running one", zap.Error(err))
-		return
+		return "reload rejected (see the log); running with the previous configuration"
 	}
 	if err := a.Reload(ctx, cfg); err != nil {
 		log.Warn("reload applied with warnings", zap.Error(err))
-		return
+		return "reloaded with warnings (see the log)"
 	}
 	log.Info("configuration reloaded")
+	return "configuration reloaded"
 }
 
 // runCheck validates the configuration and performs a test login for each

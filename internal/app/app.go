@@ -30,6 +30,10 @@ import (
 type Options struct {
 	Logger  *zap.Logger
 	Version string
+	// Build identifies the binary in the metric credswap_build_info. An
+	// empty Version is taken from Version, an empty GoVersion from the
+	// running Go, and an empty Commit or Date is "unknown".
+	Build admin.BuildInfo
 	// Registry receives the metrics; nil creates one.
 	Registry *prometheus.Registry
 	// AfterRotationPhase, if set, runs after every rotation phase is
@@ -74,6 +78,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 		opts.Registry = prometheus.NewRegistry()
 		opts.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
+	opts.Registry.MustRegister(admin.NewBuildInfoCollector(buildInfo(opts)))
 	a := &App{cfg: cfg, log: opts.Logger, reg: opts.Registry, errs: make(chan error, len(cfg.Backends)+1)}
 	defer func() {
 		if err != nil {
@@ -132,6 +137,23 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 	}
 	a.log.Info("credswap started", zap.String("admin", a.admin.Addr().String()), zap.Int("backends", len(a.backends)))
 	return a, nil
+}
+
+// buildInfo completes opts.Build with opts.Version and the running Go.
+func buildInfo(opts Options) admin.BuildInfo {
+	b := opts.Build
+	if b.Version == "" {
+		b.Version = opts.Version
+	}
+	if b.GoVersion == "" {
+		b.GoVersion = runtime.Version()
+	}
+	for _, f := range []*string{&b.Version, &b.Commit, &b.Date} {
+		if *f == "" {
+			*f = "unknown"
+		}
+	}
+	return b
 }
 
 func (a *App) goServe(what string, serve func() error) {
