@@ -29,8 +29,8 @@ import (
 //     gets in place of the error PostgreSQL would have raised at the Bind
 //     or Describe (the same error), and the statement stays deferred.
 //   - a Query naming it after EXECUTE or DEALLOCATE gets the statement
-//     prepared in a round of its own (Parse and Sync, or the SQL PREPARE),
-//     whose whole answer is dropped. DEALLOCATE ALL and DISCARD ALL
+//     prepared in a round of its own (Parse and Sync), whose whole answer
+//     is dropped (for DEALLOCATE alone, a stand-in that always prepares). DEALLOCATE ALL and DISCARD ALL
 //     forget every deferred statement; a Close of one forgets it.
 //
 // An injection is only made when no earlier Sync or Query of the client
@@ -50,10 +50,12 @@ var (
 	errSkip = errors.New("skip this message")
 )
 
-// deferredStmt is a statement the current backend connection lacks.
+// deferredStmt is a protocol-level statement the current backend
+// connection lacks. (A SQL PREPARE that cannot be run again pins the
+// session instead: only a query could recreate it, and a query cannot be
+// sent in the middle of the client's extended-protocol round.)
 type deferredStmt struct {
-	parse []byte // Parse body to prepare it (protocol-level statements)
-	sql   string // the SQL PREPARE to run (SQL-level statements)
+	parse []byte // Parse body to prepare it
 }
 
 // injection is a deferred statement sent to the database and awaiting its
@@ -167,10 +169,10 @@ func (s *session) clientMessage(typ byte, body []byte, inject *[]byte) error {
 			}
 		}
 		for _, n := range dealloc {
-			if st, ok := d.byName[n]; ok && !slices.Contains(names, n) {
+			if _, ok := d.byName[n]; ok && !slices.Contains(names, n) {
 				// Only deallocated: a stand-in that always prepares
 				// lets the DEALLOCATE succeed as it would have.
-				d.byName[n] = &deferredStmt{parse: standInParse(n), sql: st.sql}
+				d.byName[n] = &deferredStmt{parse: standInParse(n)}
 				names = append(names, n)
 			}
 		}
@@ -188,13 +190,8 @@ func (s *session) clientMessage(typ byte, body []byte, inject *[]byte) error {
 	out := (*inject)[:0]
 	for _, n := range names {
 		st := d.byName[n]
-		if !own && st.parse == nil {
-			continue // a SQL-level statement cannot be prepared inside a round
-		}
 		inj := injection{name: n, st: st, own: own}
 		switch {
-		case own && st.parse == nil && st.sql != "":
-			out = appendFrontendMsg(out, &pgproto3.Query{String: st.sql})
 		case own:
 			out = appendRaw(out, 'P', st.parse)
 			out = appendFrontendMsg(out, &pgproto3.Sync{})
@@ -215,8 +212,7 @@ func (s *session) clientMessage(typ byte, body []byte, inject *[]byte) error {
 }
 
 // serverMessage is called by the server visitor while statements are
-// deferred, for ParseComplete, CommandComplete, ErrorResponse and
-// ReadyForQuery. It reports whether the message answers an injection and
+// deferred, for ParseComplete, ErrorResponse and ReadyForQuery. It reports whether the message answers an injection and
 // must not reach the client.
 func (s *session) serverMessage(typ byte) (skip bool) {
 	d := &s.dfr
@@ -237,11 +233,6 @@ func (s *session) serverMessage(typ byte) (skip bool) {
 		d.parseIdx++
 		if front != nil && front.pos == idx {
 			d.pending = d.pending[1:] // prepared
-			return true
-		}
-	case 'C': // CommandComplete: an own round's SQL PREPARE succeeded
-		if front != nil && front.own {
-			front.ok = true
 			return true
 		}
 	case 'E':

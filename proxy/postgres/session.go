@@ -30,7 +30,7 @@ var (
 	// While statements are deferred (deferred.go) the relay also reads
 	// the messages that name a statement, and the answers it may drop.
 	clientWantDeferred = wantSet('Q', 'P', 'B', 'D', 'C')
-	serverWantDeferred = wantSet('Z', 'S', 'E', 'C', '1')
+	serverWantDeferred = wantSet('Z', 'S', 'E', '1')
 )
 
 // clientWantSet is the want set for the client's stream now.
@@ -117,6 +117,7 @@ type session struct {
 	lastQE       byte        // 'Q' or 'E', whichever the client sent last
 	syncsAfterQE int32       // Syncs forwarded since then
 	customGUCs   []string
+	replayPin    replayPin // a SQL PREPARE whose replay failed
 	// inject holds the messages the client visitor asks to send before
 	// the current one (client side only).
 	inject []byte
@@ -524,7 +525,7 @@ func (v *serverVisitor) visit(typ byte, n int, body []byte) (bool, error) {
 	s := v.s
 	if s.dfr.active() {
 		switch typ {
-		case '1', 'C', 'Z':
+		case '1', 'Z':
 			if s.serverMessage(typ) {
 				return false, errSkip
 			}
@@ -749,8 +750,11 @@ func (s *session) finish(clean bool, cause error) {
 	}
 	be := s.be
 	cur := s.h.b.Store.Current()
+	// A connection on which custom settings were defined is not pooled:
+	// DISCARD ALL resets their values but cannot remove the placeholders,
+	// and the next client would find them ('' where it expects NULL).
 	reuse := clean && !s.terminated.Load() && !s.readerFailed.Load() && s.safePoint() && cur != nil && be.gen == cur.N &&
-		len(s.cpend) == 0 && len(s.scarry) == 0
+		len(s.cpend) == 0 && len(s.scarry) == 0 && len(s.customGUCs) == 0
 	s.mu.Unlock()
 	s.releaseSlot()
 	s.cbuf.N = 0

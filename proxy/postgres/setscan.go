@@ -2,7 +2,7 @@ package postgres
 
 // scanSettingNames finds the names of custom settings (placeholders with a
 // dot, such as app.tenant) that query text may set: `SET [SESSION|LOCAL]
-// a.b ...` and `set_config('a.b', ...)`. PostgreSQL lists such settings
+// a.b ...`, `RESET a.b` and `set_config('a.b', ...)`. PostgreSQL lists such settings
 // nowhere (not in pg_settings, not in SHOW ALL), so the proxy remembers the
 // names it saw and probes them with current_setting(name, true) when it
 // captures session state. False positives (a match inside a string literal
@@ -16,7 +16,10 @@ func scanSettingNames(q []byte, seen func(name string)) {
 			continue
 		}
 		if i > 0 && isIdentByte(q[i-1]) {
-			continue
+			// RESET a.b defines the placeholder too (with an empty value).
+			if !(i >= 2 && q[i-2]|0x20 == 'r' && q[i-1]|0x20 == 'e' && (i == 2 || !isIdentByte(q[i-3]))) {
+				continue
+			}
 		}
 		j := i + 3
 		if j >= len(q) {

@@ -17,7 +17,7 @@ func TestScanSettingNames(t *testing.T) {
 		{"SELECT set_config('app.user_id', '42', false)", []string{"app.user_id"}},
 		{"select SET_CONFIG ( 'a.b' , $1, false)", []string{"a.b"}},
 		{"SET search_path = public", nil},
-		{"RESET app.x", nil},
+		{"RESET app.x", []string{"app.x"}},
 		{"SELECT * FROM t OFFSET 5", nil},
 		{"SELECT 1; SET a.b = 1; SET c.d = 2", []string{"a.b", "c.d"}},
 		{"SELECT abalance FROM pgbench_accounts WHERE aid = 1", nil},

@@ -148,13 +148,11 @@ func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res
 	}
 	s.lastPinCheck = time.Now()
 	if st.pinReason != "" {
-		if p := s.pin.Load(); p == nil || p.reason != st.pinReason {
-			s.pin.Store(&pinState{reason: st.pinReason, since: time.Now()})
-			s.log().Info("session pinned to its backend connection", zap.String("reason", st.pinReason))
-		}
+		s.setPin(st.pinReason)
 		return proxy.SwitchPinned, nil
 	}
 	s.pin.Store(nil)
+	s.replayPin = replayPin{}
 
 	nb, _ := s.h.b.Pool.Get(s.key, gen.N).(*serverConn)
 	if nb == nil {
@@ -178,6 +176,13 @@ func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res
 	}
 	s.h.fault("replay")
 	held, deferred, err := s.replay(ctx, nb, st)
+	var up *unreplayablePrepare
+	if errors.As(err, &up) {
+		s.setPin(PinSQLPrepare)
+		s.replayPin = replayPin{name: up.name, at: time.Now()}
+		s.log().Info("session pinned: a SQL PREPARE cannot be run again on a new connection", zap.Error(err))
+		return proxy.SwitchPinned, nil
+	}
 	if err != nil {
 		return proxy.SwitchFailed, &proxy.SwitchError{Stage: proxy.StageReplay, Err: err}
 	}
@@ -300,9 +305,10 @@ func (s *session) capture(ctx context.Context, c *serverConn) (*sessionState, er
 				}
 			case 1:
 				if len(v) == 4 {
-					if r := string(v[0]); r != "none" {
-						st.role = r
-					}
+					// Replayed even when "none": the new login's
+					// default role (ALTER ROLE … SET role) may be
+					// another.
+					st.role = string(v[0])
 					switch {
 					case string(v[1]) != "0":
 						st.pinReason = PinTempTable
@@ -320,7 +326,7 @@ func (s *session) capture(ctx context.Context, c *serverConn) (*sessionState, er
 						return err
 					}
 					p.oids = oids
-					if p.fromSQL && !singleStatement(p.statement) && st.pinReason == "" {
+					if p.fromSQL && st.pinReason == "" && (!singleStatement(p.statement) || s.replayPin.holds(p.name)) {
 						st.pinReason = PinSQLPrepare
 					}
 					st.prepared = append(st.prepared, p)
@@ -380,8 +386,9 @@ func (s *session) replay(ctx context.Context, nb *serverConn, st *sessionState) 
 		sql.WriteString(";")
 	}
 	type round struct {
-		name string
-		st   *deferredStmt // nil for the settings query
+		name    string
+		st      *deferredStmt // a protocol-level statement
+		fromSQL bool          // a SQL PREPARE
 	}
 	var req []byte
 	var rounds []round
@@ -390,17 +397,14 @@ func (s *session) replay(ctx context.Context, nb *serverConn, st *sessionState) 
 		rounds = append(rounds, round{})
 	}
 	addStmt := func(name string, ds *deferredStmt) {
-		if ds.parse == nil {
-			req = appendFrontendMsg(req, &pgproto3.Query{String: ds.sql})
-		} else {
-			req = appendRaw(req, 'P', ds.parse)
-			req = appendFrontendMsg(req, &pgproto3.Sync{})
-		}
-		rounds = append(rounds, round{name, ds})
+		req = appendRaw(req, 'P', ds.parse)
+		req = appendFrontendMsg(req, &pgproto3.Sync{})
+		rounds = append(rounds, round{name: name, st: ds})
 	}
 	for _, p := range st.prepared {
 		if p.fromSQL {
-			addStmt(p.name, &deferredStmt{sql: p.statement})
+			req = appendFrontendMsg(req, &pgproto3.Query{String: p.statement})
+			rounds = append(rounds, round{name: p.name, fromSQL: true})
 			continue
 		}
 		msg, err := appendParse(nil, p.name, p.statement, p.oids)
@@ -429,6 +433,8 @@ func (s *session) replay(ctx context.Context, nb *serverConn, st *sessionState) 
 	for i, r := range rounds {
 		switch {
 		case failed[i] == nil:
+		case r.fromSQL:
+			return nil, nil, &unreplayablePrepare{name: r.name, err: failed[i]}
 		case r.st == nil:
 			return nil, nil, failed[i]
 		default:
@@ -440,6 +446,40 @@ func (s *session) replay(ctx context.Context, nb *serverConn, st *sessionState) 
 		}
 	}
 	return held, deferred, nil
+}
+
+// replayPin remembers a SQL PREPARE whose replay failed: while it exists
+// the session stays pinned without another login, and the replay is tried
+// again every replayPinRetry in case its objects are back.
+type replayPin struct {
+	name string
+	at   time.Time
+}
+
+const replayPinRetry = 30 * time.Second
+
+func (r replayPin) holds(name string) bool {
+	return r.name != "" && r.name == name && time.Since(r.at) < replayPinRetry
+}
+
+// setPin records that the session is pinned for reason.
+func (s *session) setPin(reason string) {
+	if p := s.pin.Load(); p == nil || p.reason != reason {
+		s.pin.Store(&pinState{reason: reason, since: time.Now()})
+		s.log().Info("session pinned to its backend connection", zap.String("reason", reason))
+	}
+}
+
+// unreplayablePrepare is a SQL PREPARE that failed when run again on the
+// new connection (its objects are gone): the session stays pinned to its
+// connection, where the statement still exists, rather than lose it.
+type unreplayablePrepare struct {
+	name string
+	err  error
+}
+
+func (e *unreplayablePrepare) Error() string {
+	return fmt.Sprintf("statement %q cannot be prepared again: %v", e.name, e.err)
 }
 
 // exchangeRounds sends req, which holds len(failed) rounds each ending in
