@@ -209,6 +209,20 @@ func (b *Backend) Release() { b.clients.Add(-1) }
 // Target returns the generation sessions should be on.
 func (b *Backend) Target() *creds.Generation { return b.target.Load() }
 
+// Newest returns the newest of gen, the drain's target and the store's
+// current generation. A switch aims at it: while the credential alternates
+// faster than a drain completes, an older generation's credential may
+// already have been changed again, and a session moved there would have to
+// move once more.
+func (b *Backend) Newest(gen *creds.Generation) *creds.Generation {
+	for _, g := range []*creds.Generation{b.target.Load(), b.Store.Current()} {
+		if g != nil && (gen == nil || g.N > gen.N) {
+			gen = g
+		}
+	}
+	return gen
+}
+
 // Behind reports whether a session on generation gen should switch.
 func (b *Backend) Behind(gen uint64) bool {
 	t := b.target.Load()

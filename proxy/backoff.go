@@ -46,6 +46,9 @@ type SwitchFailure struct {
 	Since    time.Time `json:"since"`
 	// RetryAt is the earliest next attempt.
 	RetryAt time.Time `json:"retry_at"`
+	// Generation is the credential generation the last attempt aimed at;
+	// a newer one is tried at once.
+	Generation uint64 `json:"generation"`
 }
 
 // SwitchRetry spaces out the switch attempts of one session after failed
@@ -57,17 +60,20 @@ type SwitchRetry struct {
 	fail *SwitchFailure
 }
 
-// Ready reports whether a switch may be attempted at now.
-func (r *SwitchRetry) Ready(now time.Time) bool {
+// Ready reports whether a switch to generation gen may be attempted at
+// now: there is no backoff, it has run out, or gen is newer than the one
+// the failed attempts aimed at (a new credential deserves a fresh try: the
+// old one may have failed only because it was already superseded).
+func (r *SwitchRetry) Ready(now time.Time, gen uint64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.fail == nil || !now.Before(r.fail.RetryAt)
+	return r.fail == nil || gen > r.fail.Generation || !now.Before(r.fail.RetryAt)
 }
 
-// Record notes the outcome of an attempt made at now. A failure with a
-// *SwitchError keeps its stage; other errors count as StageInternal. Any
-// other result clears the backoff.
-func (r *SwitchRetry) Record(now time.Time, res SwitchResult, err error) {
+// Record notes the outcome of an attempt at generation gen made at now. A
+// failure with a *SwitchError keeps its stage; other errors count as
+// StageInternal. Any other result clears the backoff.
+func (r *SwitchRetry) Record(now time.Time, gen uint64, res SwitchResult, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if res != SwitchFailed {
@@ -89,7 +95,7 @@ func (r *SwitchRetry) Record(now time.Time, res SwitchResult, err error) {
 		f = &SwitchFailure{Since: now}
 		r.fail = f
 	}
-	f.Stage, f.Error = stage, msg
+	f.Stage, f.Error, f.Generation = stage, msg, gen
 	f.Failures++
 	wait := switchRetryMin << min(f.Failures-1, 20)
 	f.RetryAt = now.Add(min(wait, switchRetryMax))

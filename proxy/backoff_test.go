@@ -9,16 +9,16 @@ import (
 func TestSwitchRetryBacksOffAndResets(t *testing.T) {
 	var r SwitchRetry
 	now := time.Unix(1000, 0)
-	if !r.Ready(now) || r.Failure() != nil {
+	if !r.Ready(now, 1) || r.Failure() != nil {
 		t.Fatal("the zero value is not ready")
 	}
 	err := &SwitchError{Stage: StageReplay, Err: errors.New("permission denied to set role")}
 	var waits []time.Duration
 	for range 10 {
-		r.Record(now, SwitchFailed, err)
+		r.Record(now, 1, SwitchFailed, err)
 		f := r.Failure()
 		waits = append(waits, f.RetryAt.Sub(now))
-		if r.Ready(now) || !r.Ready(f.RetryAt) {
+		if r.Ready(now, 1) || !r.Ready(f.RetryAt, 1) {
 			t.Fatalf("ready before or not at RetryAt %v", f.RetryAt)
 		}
 		now = f.RetryAt
@@ -33,16 +33,19 @@ func TestSwitchRetryBacksOffAndResets(t *testing.T) {
 	if f.Stage != StageReplay || f.Failures != 10 || f.Error != "replay: permission denied to set role" || f.Since != time.Unix(1000, 0) {
 		t.Fatalf("failure %+v", f)
 	}
-	r.Record(now, SwitchBusy, nil) // a busy session keeps its backoff
+	if !r.Ready(now, 2) {
+		t.Fatal("a newer generation waits out the backoff of an older one")
+	}
+	r.Record(now, 1, SwitchBusy, nil) // a busy session keeps its backoff
 	if r.Failure() == nil {
 		t.Fatal("busy cleared the backoff")
 	}
-	r.Record(now, SwitchFailed, errors.New("boom"))
+	r.Record(now, 1, SwitchFailed, errors.New("boom"))
 	if f := r.Failure(); f.Stage != StageInternal {
 		t.Fatalf("an untyped error is stage %q", f.Stage)
 	}
-	r.Record(now, SwitchPinned, nil)
-	if r.Failure() != nil || !r.Ready(now) {
+	r.Record(now, 1, SwitchPinned, nil)
+	if r.Failure() != nil || !r.Ready(now, 1) {
 		t.Fatal("a pinned result did not clear the backoff")
 	}
 }

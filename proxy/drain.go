@@ -204,6 +204,9 @@ func (d *drainer) warm(ctx context.Context, gen *creds.Generation) int {
 				defer wg.Done()
 				defer func() { <-sem }()
 				defer b.Recover(s, "warm")
+				if cur := b.Store.Current(); cur != nil && cur.N > gen.N {
+					return // superseded while warming: its credential may be gone
+				}
 				c, err := s.DialSpare(ctx, gen)
 				if err != nil {
 					b.log.Warn("warming a backend connection failed", zap.Uint64("generation", gen.N), zap.Error(err))

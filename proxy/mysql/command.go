@@ -48,6 +48,7 @@ func (s *session) command(ctx context.Context) (quit bool, err error) {
 	}
 	s.beginCommand(seq)
 	defer func() { s.endCommand(err) }()
+	s.h.fault("command")
 	switch cmd {
 	case comQuery:
 		err = s.query(ctx, n, seq)

@@ -81,9 +81,32 @@ type Handler struct {
 	// to: go-mysql caches caching_sha2_password logins per user@address.
 	addrMu     sync.Mutex
 	localAddrs map[string]struct{}
+
+	// faultHook is nil except in tests (SetFaultHook).
+	faultHook atomic.Pointer[func(point string)]
 }
 
 var _ proxy.Handler = (*Handler)(nil)
+
+// SetFaultHook installs f, called at named points on the goroutine doing
+// the work: "command" before each client command is relayed, "capture"
+// and "replay" in every switch. Tests use it to make one session panic and
+// check that only that session is affected; nothing else sets it. nil
+// removes it.
+func (h *Handler) SetFaultHook(f func(point string)) {
+	if f == nil {
+		h.faultHook.Store(nil)
+		return
+	}
+	h.faultHook.Store(&f)
+}
+
+// fault calls the fault hook, if any.
+func (h *Handler) fault(point string) {
+	if f := h.faultHook.Load(); f != nil {
+		(*f)(point)
+	}
+}
 
 // NewHandler returns a Handler. Options.Backend, Dialer and Users are required.
 func NewHandler(opts Options) (*Handler, error) {

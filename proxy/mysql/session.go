@@ -77,6 +77,7 @@ type session struct {
 	rs           respScanner
 	closing      bool
 	lastPinCheck time.Time
+	retry        proxy.SwitchRetry // backoff after failed switches
 
 	gen        atomic.Uint64
 	status     atomic.Uint32 // status flags of the latest OK or EOF
@@ -162,6 +163,7 @@ func (s *session) Info() proxy.SessionInfo {
 		info.PinReason = p.reason
 		info.PinnedSince = p.since
 	}
+	info.SwitchFailure = s.retry.Failure()
 	return info
 }
 
@@ -218,8 +220,18 @@ func (s *session) terminate(me *myError, code proxy.Code, count bool) {
 // run relays until either side ends, then releases everything.
 func (s *session) run(ctx context.Context) {
 	s.h.b.Sessions.Add(s) // the relay runs: the drain controller may see it
-	clean, err := s.clientLoop(ctx)
-	s.finish(clean, err)
+	var clean bool
+	var err error
+	defer func() {
+		// A panic while relaying ends this session alone, with a clean
+		// error to its client; it is logged with its stack and counted.
+		if r := recover(); r != nil {
+			s.h.b.RecordPanic(s.id, "session", r)
+			clean, err = false, proxy.ErrInternalSession
+		}
+		s.finish(clean, err)
+	}()
+	clean, err = s.clientLoop(ctx)
 }
 
 // clientLoop reads commands from the client and relays each until the

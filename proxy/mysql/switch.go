@@ -434,6 +434,9 @@ func (s *session) switchLocked(ctx context.Context, gen *creds.Generation) (prox
 	if s.pinThrottled() {
 		return proxy.SwitchPinned, nil
 	}
+	if !s.retry.Ready(time.Now(), s.h.b.Newest(gen).N) {
+		return proxy.SwitchBusy, nil // backing off after failed attempts
+	}
 	return s.performSwitch(ctx, gen)
 }
 
@@ -453,9 +456,14 @@ func (s *session) setPin(reason string) {
 // performSwitch captures the session's state on its backend connection,
 // replays it on a connection of gen and moves the session there.
 func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res proxy.SwitchResult, err error) {
+	gen = s.h.b.Newest(gen)
+	if s.be.gen >= gen.N {
+		return proxy.SwitchDone, nil
+	}
 	start := time.Now()
 	defer func() {
 		s.h.b.CountSwitch(res, time.Since(start))
+		s.retry.Record(time.Now(), gen.N, res, err)
 		if err != nil {
 			s.log().Warn("session switch failed", zap.Uint64("generation", gen.N), zap.Error(err))
 		}
@@ -471,6 +479,7 @@ func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res
 		return proxy.SwitchPinned, nil
 	}
 	old := s.be
+	s.h.fault("capture")
 	cs, err := s.capture(ctx, old)
 	if err != nil {
 		var me *myError
@@ -479,7 +488,7 @@ func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res
 			s.terminate(errorFor(proxy.Errorf(proxy.CodeBackendLost, err, "Lost connection to the database server")),
 				proxy.CodeBackendLost, true)
 		}
-		return proxy.SwitchFailed, fmt.Errorf("capturing session state: %w", err)
+		return proxy.SwitchFailed, &proxy.SwitchError{Stage: proxy.StageCapture, Err: err}
 	}
 	if cs.pinReason != "" {
 		s.setPin(cs.pinReason)
@@ -490,14 +499,29 @@ func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res
 	nb, _ := s.h.b.Pool.Get(s.key, gen.N).(*serverConn)
 	if nb == nil {
 		nb, err = s.h.dial(ctx, gen, s.params, s.key)
+		if errors.Is(err, creds.ErrRejected) {
+			// The credential may have changed again since gen was
+			// adopted: look for a newer one and go there instead.
+			if newer := s.h.b.Newest(gen); newer.N > gen.N {
+				gen = newer
+				nb, err = s.h.dial(ctx, gen, s.params, s.key)
+			}
+		}
 		if err != nil {
-			return proxy.SwitchFailed, fmt.Errorf("connecting with generation %d: %w", gen.N, err)
+			return proxy.SwitchFailed, &proxy.SwitchError{Stage: proxy.StageConnect, Err: fmt.Errorf("generation %d: %w", gen.N, err)}
 		}
 	}
+	adopted := false
+	defer func() {
+		if !adopted { // failed or panicked before the session took it
+			nb.Close()
+		}
+	}()
+	s.h.fault("replay")
 	if err := s.replay(ctx, nb, cs); err != nil {
-		nb.Close()
-		return proxy.SwitchFailed, fmt.Errorf("replaying session state: %w", err)
+		return proxy.SwitchFailed, &proxy.SwitchError{Stage: proxy.StageReplay, Err: err}
 	}
+	adopted = true
 	s.setBackend(nb)
 	old.Close()
 	s.log().Debug("session switched", zap.Uint64("generation", nb.gen), zap.Uint32("backend_thread", nb.thread),

@@ -456,6 +456,60 @@ func TestFailedSwitchBacksOff(t *testing.T) {
 	}
 }
 
+// TestSwitchSkipsSupersededGeneration changes the password of the user a
+// drain targets before an idle session could move (it was in a
+// transaction): its switches fail and back off. When the new password is
+// adopted, the session moves at once instead of waiting out the backoff
+// of the generation that no longer works (under fast alternating
+// rotations, a session once kept retrying a superseded generation until
+// its old user was retired).
+func TestSwitchSkipsSupersededGeneration(t *testing.T) {
+	pg := testenv.PG(t)
+	db, userA, passA, userB, passB := twoUsers(t, pg)
+	p := proxytest.Start(t, pg, userA, passA)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := p.Connect(t, db)
+	if _, err := c.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	p.RotateTo(t, userB, passB)
+	newPass := "p" + proxytest.Random(12)
+	pg.Exec(t, fmt.Sprintf("ALTER ROLE %s PASSWORD '%s'", userB, newPass))
+	// Connections the drain warmed with the old password still work: end them.
+	pg.Exec(t, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", userB)
+	if _, err := c.Exec(ctx, "COMMIT"); err != nil {
+		t.Fatal(err)
+	}
+	var retryAt time.Time
+	proxytest.Eventually(t, 30*time.Second, "five failed switches", func() bool {
+		st := p.Status(t).Backends[0]
+		if len(st.SwitchFailing) != 1 || st.SwitchFailing[0].SwitchFailure.Failures < 5 {
+			return false
+		}
+		retryAt = st.SwitchFailing[0].SwitchFailure.RetryAt
+		return true
+	})
+	if f := p.Status(t).Backends[0].SwitchFailing[0].SwitchFailure; f.Stage != "connect" {
+		t.Fatalf("failing stage %q (%s), want connect", f.Stage, f.Error)
+	}
+	p.RotateTo(t, userB, newPass)
+	p.WaitSwitched(t, 20*time.Second)
+	if time.Now().After(retryAt) {
+		t.Fatalf("the session waited out the backoff of a superseded generation (retry at %s)", retryAt.Format(time.RFC3339Nano))
+	}
+	var who string
+	if err := c.QueryRow(ctx, "SELECT session_user").Scan(&who); err != nil || who != userB {
+		t.Fatalf("session runs as %q (%v)", who, err)
+	}
+	if st := p.Status(t).Backends[0]; len(st.SwitchFailing) != 0 {
+		t.Fatalf("switch_failing after the move: %+v", st.SwitchFailing)
+	}
+	if logs := p.Logs.String(); strings.Contains(logs, newPass) || strings.Contains(logs, passB) {
+		t.Fatal("a password reached the log")
+	}
+}
+
 // TestBackendEndsIdleSession ends the backend connection of an idle
 // session in three ways (idle_session_timeout, pg_terminate_backend, a
 // server restart), over both relays: the client gets the database's FATAL

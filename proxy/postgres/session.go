@@ -264,7 +264,8 @@ func (s *session) Terminate(e *proxy.Error) {
 // batch: it is behind the target at a safe point, and neither a pin
 // re-check nor a failed attempt makes it wait. Callers own the relay state.
 func (s *session) switchDue() bool {
-	return s.h.b.Behind(s.gen.Load()) && s.safePoint() && !s.pinThrottled() && s.retry.Ready(time.Now())
+	return s.h.b.Behind(s.gen.Load()) && s.safePoint() && !s.pinThrottled() &&
+		s.retry.Ready(time.Now(), s.h.b.Newest(nil).N)
 }
 
 func (s *session) pinThrottled() bool {

@@ -315,7 +315,7 @@ func (s *session) loopSwitchRequest(ctx context.Context, gen *creds.Generation) 
 			ch <- answer{res: proxy.SwitchBusy}
 		case s.pinThrottled():
 			ch <- answer{res: proxy.SwitchPinned}
-		case !s.retry.Ready(time.Now()):
+		case !s.retry.Ready(time.Now(), s.h.b.Newest(gen).N):
 			ch <- answer{res: proxy.SwitchBusy} // backing off after failed attempts
 		default:
 			s.lp.detach(s)

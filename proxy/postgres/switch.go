@@ -98,7 +98,7 @@ func (s *session) switchLocked(ctx context.Context, gen *creds.Generation) (res 
 	if s.pinThrottled() {
 		return proxy.SwitchPinned, nil
 	}
-	if !s.retry.Ready(time.Now()) {
+	if !s.retry.Ready(time.Now(), s.h.b.Newest(gen).N) {
 		return proxy.SwitchBusy, nil // backing off after failed attempts
 	}
 	if !s.pauseReader(s.be) {
@@ -114,13 +114,14 @@ func (s *session) switchLocked(ctx context.Context, gen *creds.Generation) (res 
 // caller holds mu and has exclusive use of the backend connection and of
 // writes to the client (the relay is paused or detached).
 func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res proxy.SwitchResult, err error) {
+	gen = s.h.b.Newest(gen)
 	if s.be.gen >= gen.N {
 		return proxy.SwitchDone, nil
 	}
 	start := time.Now()
 	defer func() {
 		s.h.b.CountSwitch(res, time.Since(start))
-		s.retry.Record(time.Now(), res, err)
+		s.retry.Record(time.Now(), gen.N, res, err)
 		if err != nil {
 			s.log().Warn("session switch failed", zap.Uint64("generation", gen.N), zap.Error(err))
 		}
@@ -157,6 +158,14 @@ func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res
 	nb, _ := s.h.b.Pool.Get(s.key, gen.N).(*serverConn)
 	if nb == nil {
 		nb, err = s.h.dial(ctx, gen, s.database, s.params, s.key)
+		if errors.Is(err, creds.ErrRejected) {
+			// The credential may have changed again since gen was
+			// adopted: look for a newer one and go there instead.
+			if newer := s.h.b.Newest(gen); newer.N > gen.N {
+				gen = newer
+				nb, err = s.h.dial(ctx, gen, s.database, s.params, s.key)
+			}
+		}
 		if err != nil {
 			return proxy.SwitchFailed, &proxy.SwitchError{Stage: proxy.StageConnect, Err: fmt.Errorf("generation %d: %w", gen.N, err)}
 		}
