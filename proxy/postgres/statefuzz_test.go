@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -327,6 +328,16 @@ func (sd *fzSide) answer(ctx context.Context, s fzStep) string {
 	return sd.norm(out)
 }
 
+// knownDifference reports whether proxied answer a and direct answer b to
+// step s differ in a way docs/swap.md lists: a Bind with the wrong number
+// of parameters to a deferred statement (its table is still missing) gets
+// the error of preparing it, where PostgreSQL, which still holds the
+// statement, checks the parameter count first.
+func knownDifference(s fzStep, a, b string) bool {
+	return s.kind == "exec" && strings.HasPrefix(b, "error 08P01 bind message supplies ") &&
+		(strings.HasPrefix(a, "error 42P01 ") || strings.HasPrefix(a, "error 42703 "))
+}
+
 func fzResults(rr []*pgconn.Result, err error) string {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
@@ -549,6 +560,7 @@ func runFuzzGroup(t *testing.T, p *proxytest.Proxy, pg *testenv.Postgres, db, us
 		pinned          string
 	}
 	pairs := make([]*pair, len(batch))
+	var known atomic.Int64
 	cfg, err := pg.ConnConfig(user, pass, db)
 	if err != nil {
 		t.Fatal(err)
@@ -596,7 +608,9 @@ func runFuzzGroup(t *testing.T, p *proxytest.Proxy, pg *testenv.Postgres, db, us
 				}
 				for j, s := range steps {
 					a, b := pr.proxied.answer(ctx, s), pr.direct.answer(ctx, s)
-					if a != b {
+					if a != b && knownDifference(s, a, b) {
+						known.Add(1)
+					} else if a != b {
 						pr.diffs = append(pr.diffs, fmt.Sprintf("phase %d step %d %s:\n    proxied %s\n    direct  %s", ph, j, s, a, b))
 					}
 				}
@@ -631,6 +645,9 @@ func runFuzzGroup(t *testing.T, p *proxytest.Proxy, pg *testenv.Postgres, db, us
 			t.Errorf("case %s (relay: %s, pinned: %q) differs:\n  %s", batch[i], map[bool]string{false: "loop", true: "TLS"}[useTLS], pr.pinned,
 				strings.Join(pr.diffs, "\n  "))
 		}
+	}
+	if n := known.Load(); n > 0 {
+		t.Logf("%d answers differed in a documented way (docs/swap.md, known differences)", n)
 	}
 	if m := scrape(t, p); strings.Contains(m, `credswap_session_panics_total{backend="pg"} 1`) {
 		t.Errorf("a session panicked:\n%s", p.Logs.Tail(30))
