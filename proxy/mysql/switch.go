@@ -68,15 +68,16 @@ func captureSQL(mariaDB bool, exactUserVars, locks []string) string {
 	if mariaDB {
 		b.WriteString("SELECT 'v', VARIABLE_NAME, VARIABLE_TYPE, HEX(SESSION_VALUE), NULL" +
 			" FROM information_schema.SYSTEM_VARIABLES WHERE VARIABLE_SCOPE = 'SESSION' AND READ_ONLY = 'NO'" +
-			" AND NOT (SESSION_VALUE <=> GLOBAL_VALUE)")
+			" AND (NOT (SESSION_VALUE <=> GLOBAL_VALUE) OR VARIABLE_NAME IN (" + handshakeVarList(true) + "))")
 		b.WriteString(" UNION ALL SELECT 'u', VARIABLE_NAME, VARIABLE_TYPE," +
-			" IF(VARIABLE_TYPE IN ('INT', 'DECIMAL', 'DOUBLE'), VARIABLE_VALUE, NULL)," +
+			" IF(VARIABLE_TYPE IN ('INT', 'INT UNSIGNED', 'DECIMAL', 'DOUBLE'), VARIABLE_VALUE, NULL)," +
 			" IF(VARIABLE_VALUE IS NULL, 'null', CHARACTER_SET_NAME) FROM information_schema.USER_VARIABLES")
 	} else {
 		b.WriteString("SELECT 'v', t.VARIABLE_NAME, NULL, HEX(t.VARIABLE_VALUE), NULL" +
 			" FROM performance_schema.variables_by_thread t" +
 			" JOIN performance_schema.global_variables g ON g.VARIABLE_NAME = t.VARIABLE_NAME" +
-			" WHERE t.THREAD_ID = " + threadIDSQL + " AND NOT (t.VARIABLE_VALUE <=> g.VARIABLE_VALUE)")
+			" WHERE t.THREAD_ID = " + threadIDSQL + " AND (NOT (t.VARIABLE_VALUE <=> g.VARIABLE_VALUE)" +
+			" OR t.VARIABLE_NAME IN (" + handshakeVarList(false) + "))")
 		b.WriteString(" UNION ALL SELECT 'u', u.VARIABLE_NAME, NULL, HEX(u.VARIABLE_VALUE)," +
 			" IF(u.VARIABLE_VALUE IS NULL, 'null', NULL) FROM performance_schema.user_variables_by_thread u" +
 			" WHERE u.THREAD_ID = " + threadIDSQL)
@@ -87,6 +88,39 @@ func captureSQL(mariaDB bool, exactUserVars, locks []string) string {
 		fmt.Fprintf(&b, " UNION ALL SELECT 'l', '%d', NULL, CAST(IS_USED_LOCK(%s) = CONNECTION_ID() AS CHAR), NULL", i, lit)
 	}
 	return b.String()
+}
+
+// handshakeVars are the session variables a new connection takes from its
+// handshake rather than from the global values, in the order a replay must
+// set them: each character set resets its collation, so the collation goes
+// last. They are always captured and replayed: a session that ran
+// SET NAMES back to the server's default must not get the handshake's
+// character set on its next connection.
+var handshakeVars = []string{"character_set_client", "character_set_results", "character_set_connection", "collation_connection"}
+
+// handshakeVarList returns handshakeVars as an SQL list, upper case for
+// MariaDB's information_schema.
+func handshakeVarList(mariaDB bool) string {
+	var b strings.Builder
+	for i, v := range handshakeVars {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		if mariaDB {
+			v = strings.ToUpper(v)
+		}
+		b.WriteString("'" + v + "'")
+	}
+	return b.String()
+}
+
+// handshakeOrder sorts session variable assignments so that handshakeVars
+// come last, in their order; the others keep theirs.
+func handshakeOrder(as []assign) {
+	rank := func(a assign) int {
+		return slices.Index(handshakeVars, strings.TrimPrefix(a.target, "@@SESSION.")) + 1
+	}
+	slices.SortStableFunc(as, func(a, b assign) int { return cmp.Compare(rank(a), rank(b)) })
 }
 
 // writeExactRows appends the rows reading user variables exactly.
@@ -274,6 +308,7 @@ func (s *session) capture(ctx context.Context, c *serverConn) (*capturedState, e
 		s.st.addUserVars(missing)
 	}
 
+	handshakeOrder(sysVars)
 	cs.assigns = sysVars
 	for _, u := range users {
 		if !replayableName(u.name) {
@@ -297,7 +332,9 @@ func (s *session) capture(ctx context.Context, c *serverConn) (*capturedState, e
 	return cs, nil
 }
 
-func numericUserVarType(t string) bool { return t == "INT" || t == "DECIMAL" || t == "DOUBLE" }
+func numericUserVarType(t string) bool {
+	return t == "INT" || t == "INT UNSIGNED" || t == "DECIMAL" || t == "DOUBLE"
+}
 
 // sysVarLiteral writes a session variable's value for SET: numbers
 // unquoted (checked to be numbers), everything else as a utf8mb4 hex
@@ -334,6 +371,13 @@ func userVarLiteral(mariaDB bool, u userVarRow, exact map[string]exactVal) (stri
 		switch u.typ {
 		case "INT", "DECIMAL":
 			return string(u.value), isNumber(string(u.value))
+		case "INT UNSIGNED":
+			// A literal would be a signed integer: SET @id =
+			// LAST_INSERT_ID() holds an unsigned one.
+			if _, err := strconv.ParseUint(string(u.value), 10, 64); err != nil {
+				return "", false
+			}
+			return "CAST(" + string(u.value) + " AS UNSIGNED)", true
 		case "DOUBLE":
 			v := string(u.value)
 			if !isNumber(v) {
