@@ -49,6 +49,11 @@ func (s *session) command(ctx context.Context) (quit bool, err error) {
 	s.beginCommand(seq)
 	defer func() { s.endCommand(err) }()
 	s.h.fault("command")
+	if p := s.deferredStmt(cmd, n); p != nil {
+		if handled, err := s.prepareDeferred(ctx, p, cmd, n, seq); handled || err != nil {
+			return false, err
+		}
+	}
 	switch cmd {
 	case comQuery:
 		err = s.query(ctx, n, seq)
@@ -362,6 +367,28 @@ func (s *session) prepare(n int) error {
 	s.st.stmts[id] = p
 	s.st.lastPrepared = p
 	return nil
+}
+
+// deferredStmt returns the deferred statement the statement command cmd
+// in cbuf (n payload bytes) names, or nil.
+func (s *session) deferredStmt(cmd byte, n int) *stmt {
+	switch cmd {
+	case comStmtExecute, comStmtFetch, comStmtReset, comStmtClose, comStmtSendLongData:
+	default:
+		return nil
+	}
+	if n < 5 {
+		return nil
+	}
+	id := binary.LittleEndian.Uint32(s.cbuf.B[5:])
+	p := s.st.stmts[id]
+	if id == mariaDBLastStatement {
+		p = s.st.lastPrepared
+	}
+	if p == nil || !p.deferred {
+		return nil
+	}
+	return p
 }
 
 // lookupStmt returns the statement the client calls id and rewrites the

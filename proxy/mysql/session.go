@@ -78,6 +78,7 @@ type session struct {
 	closing      bool
 	lastPinCheck time.Time
 	retry        proxy.SwitchRetry // backoff after failed switches
+	replayPin    replayPin         // a SQL PREPARE whose replay failed
 
 	gen        atomic.Uint64
 	status     atomic.Uint32 // status flags of the latest OK or EOF
@@ -385,4 +386,12 @@ func (h *Handler) unregister(s *session) {
 	}
 	h.connMu.Unlock()
 	h.b.Sessions.Remove(s)
+}
+
+// replayPin is a SQL PREPARE whose replay failed on a new connection, and
+// when: the session stays pinned for replayPinPeriod unless the client
+// deallocates it.
+type replayPin struct {
+	name string
+	at   time.Time
 }

@@ -41,6 +41,11 @@ type stmt struct {
 	// db is the default database the statement was prepared in (table
 	// names resolve at prepare time), or dbUnknown.
 	db string
+	// deferred is set when a switch could not prepare the statement on
+	// the new connection (its table or column is gone; MariaDB keeps such
+	// a statement and only fails when it is executed): it is prepared on
+	// first use (prepareDeferred), and backendID means nothing until then.
+	deferred bool
 }
 
 // dbUnknown marks a statement prepared while the relay did not know the

@@ -71,7 +71,7 @@ func captureSQL(mariaDB bool, exactUserVars, locks []string) string {
 			" AND (NOT (SESSION_VALUE <=> GLOBAL_VALUE) OR VARIABLE_NAME IN (" + handshakeVarList(true) + "))")
 		b.WriteString(" UNION ALL SELECT 'u', VARIABLE_NAME, VARIABLE_TYPE," +
 			" IF(VARIABLE_TYPE IN ('INT', 'INT UNSIGNED', 'DECIMAL', 'DOUBLE'), VARIABLE_VALUE, NULL)," +
-			" IF(VARIABLE_VALUE IS NULL, 'null', CHARACTER_SET_NAME) FROM information_schema.USER_VARIABLES")
+			" IF(VARIABLE_VALUE IS NULL, CONCAT('null:', CHARACTER_SET_NAME), CHARACTER_SET_NAME) FROM information_schema.USER_VARIABLES")
 	} else {
 		b.WriteString("SELECT 'v', t.VARIABLE_NAME, NULL, HEX(t.VARIABLE_VALUE), NULL" +
 			" FROM performance_schema.variables_by_thread t" +
@@ -87,8 +87,15 @@ func captureSQL(mariaDB bool, exactUserVars, locks []string) string {
 	for i, lit := range locks {
 		fmt.Fprintf(&b, " UNION ALL SELECT 'l', '%d', NULL, CAST(IS_USED_LOCK(%s) = CONNECTION_ID() AS CHAR), NULL", i, lit)
 	}
+	b.WriteString(noSelectLimit)
 	return b.String()
 }
+
+// noSelectLimit ends the capture queries: an explicit LIMIT on the whole
+// UNION overrides the session's sql_select_limit, which would otherwise
+// cut the capture short (SET sql_select_limit = 3 lost every variable
+// after the third).
+const noSelectLimit = " LIMIT 18446744073709551615"
 
 // handshakeVars are the session variables a new connection takes from its
 // handshake rather than from the global values, in the order a replay must
@@ -200,6 +207,7 @@ type userVarRow struct {
 	name, typ string
 	value     []byte // numeric value (MariaDB) or HEX (MySQL); nil when absent
 	isNull    bool
+	charset   string // of a NULL (MariaDB)
 }
 
 // exactVal is a user variable read with HEX(@v).
@@ -238,14 +246,22 @@ func (s *session) capture(ctx context.Context, c *serverConn) (*capturedState, e
 			if notReplayed[name] || !isSysVarName(name) {
 				return nil
 			}
+			if name == "character_set_results" && len(cols[3]) == 0 {
+				// SET character_set_results = NULL (results unconverted)
+				// reads back as ''.
+				sysVars = append(sysVars, assign{"@@SESSION." + name, "NULL"})
+				return nil
+			}
 			lit, err := sysVarLiteral(c.mariaDB, string(cols[2]), cols[3])
 			if err != nil {
 				return rowErr("session variable %s: %v", name, err)
 			}
 			sysVars = append(sysVars, assign{"@@SESSION." + name, lit})
 		case rowUserVar:
+			extra := string(cols[4])
+			cs, isNull := strings.CutPrefix(extra, "null:")
 			users = append(users, userVarRow{name: string(cols[1]), typ: string(cols[2]), value: cols[3],
-				isNull: string(cols[4]) == "null"})
+				isNull: isNull || extra == "null", charset: cs})
 			if cols[3] != nil {
 				users[len(users)-1].value = append([]byte(nil), cols[3]...)
 			}
@@ -298,6 +314,7 @@ func (s *session) capture(ctx context.Context, c *serverConn) (*capturedState, e
 		exact = missing
 		var b strings.Builder
 		writeExactRows(&b, missing)
+		b.WriteString(noSelectLimit)
 		res, err := exchange(ctx, c, &s.h.bufs, appendQuery(nil, c.caps, b.String()), []respKind{respQuery}, handle)
 		if err != nil {
 			return nil, err
@@ -365,7 +382,7 @@ func sysVarLiteral(mariaDB bool, typ string, hexValue []byte) (string, error) {
 // hex literals with their character set and collation.
 func userVarLiteral(mariaDB bool, u userVarRow, exact map[string]exactVal) (string, bool) {
 	if u.isNull {
-		return "NULL", true
+		return nullLiteral(mariaDB, u), true
 	}
 	if mariaDB {
 		switch u.typ {
@@ -391,7 +408,7 @@ func userVarLiteral(mariaDB bool, u userVarRow, exact map[string]exactVal) (stri
 	}
 	if e, ok := exact[u.name]; ok {
 		if e.isNull {
-			return "NULL", true
+			return nullLiteral(mariaDB, u), true
 		}
 		if !isIdentName(e.charset) || !isIdentName(e.collation) {
 			return "", false
@@ -421,6 +438,30 @@ func userVarLiteral(mariaDB bool, u userVarRow, exact map[string]exactVal) (stri
 		return "_utf8mb4 X'" + string(u.value) + "'", true
 	}
 	return "X'" + string(u.value) + "'", true
+}
+
+// nullLiteral writes a NULL user variable so that it keeps its type:
+// MariaDB keeps the type of the last value when NULL is assigned
+// (SET @n = 0; SET @n = NULL leaves an INT), and a plain NULL would be a
+// binary string.
+func nullLiteral(mariaDB bool, u userVarRow) string {
+	if !mariaDB {
+		return "NULL"
+	}
+	switch u.typ {
+	case "INT":
+		return "CAST(NULL AS SIGNED)"
+	case "INT UNSIGNED":
+		return "CAST(NULL AS UNSIGNED)"
+	case "DECIMAL":
+		return "CAST(NULL AS DECIMAL)"
+	case "DOUBLE":
+		return "CAST(NULL AS DOUBLE)"
+	}
+	if u.charset != "" && u.charset != "binary" && isIdentName(u.charset) {
+		return "CAST(NULL AS CHAR CHARACTER SET " + u.charset + ")"
+	}
+	return "NULL"
 }
 
 // setStatement joins assignments into one SET statement.
@@ -522,6 +563,11 @@ func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res
 		s.setPin(reason)
 		return proxy.SwitchPinned, nil
 	}
+	if rp := s.replayPin; rp.name != "" && s.st.sqlPrep[rp.name] != "" && time.Since(rp.at) < replayPinPeriod {
+		s.setPin(PinSQLPrepare)
+		return proxy.SwitchPinned, nil
+	}
+	s.replayPin = replayPin{}
 	old := s.be
 	s.h.fault("capture")
 	cs, err := s.capture(ctx, old)
@@ -563,6 +609,13 @@ func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res
 	}()
 	s.h.fault("replay")
 	if err := s.replay(ctx, nb, cs); err != nil {
+		var up *unreplayablePrepare
+		if errors.As(err, &up) {
+			s.setPin(PinSQLPrepare)
+			s.replayPin = replayPin{name: up.name, at: time.Now()}
+			s.log().Info("session pinned: a SQL PREPARE cannot be run again on a new connection", zap.Error(err))
+			return proxy.SwitchPinned, nil
+		}
 		return proxy.SwitchFailed, &proxy.SwitchError{Stage: proxy.StageReplay, Err: err}
 	}
 	adopted = true
@@ -585,9 +638,10 @@ const maxPipeline = 64 << 10
 // the remembered parameter types.
 func (s *session) replay(ctx context.Context, nb *serverConn, cs *capturedState) error {
 	type cmd struct {
-		req  []byte
-		kind respKind
-		p    *stmt
+		req     []byte
+		kind    respKind
+		p       *stmt
+		sqlName string // a SQL PREPARE
 	}
 	var cmds []cmd
 	if set := setStatement(cs.assigns); set != "" {
@@ -612,7 +666,7 @@ func (s *session) replay(ctx context.Context, nb *serverConn, cs *capturedState)
 	}
 	for _, name := range s.st.sqlPrepOrder {
 		use(s.st.sqlPrepDB[name])
-		cmds = append(cmds, cmd{req: appendQuery(nil, nb.caps, s.st.sqlPrep[name]), kind: respQuery})
+		cmds = append(cmds, cmd{req: appendQuery(nil, nb.caps, s.st.sqlPrep[name]), kind: respQuery, sqlName: name})
 	}
 	stmts := make([]*stmt, 0, len(s.st.stmts))
 	for _, p := range s.st.stmts {
@@ -643,6 +697,7 @@ func (s *session) replay(ctx context.Context, nb *serverConn, cs *capturedState)
 		}
 	}
 	newIDs := make(map[*stmt]uint32, len(stmts))
+	var deferred []*stmt
 	for _, batch := range batches {
 		var req []byte
 		kinds := make([]respKind, len(batch))
@@ -655,6 +710,14 @@ func (s *session) replay(ctx context.Context, nb *serverConn, cs *capturedState)
 			return err
 		}
 		for i, r := range res {
+			if r.err != nil && batch[i].p != nil {
+				// Its table or column is gone: prepare it on first use.
+				deferred = append(deferred, batch[i].p)
+				continue
+			}
+			if r.err != nil && batch[i].sqlName != "" {
+				return &unreplayablePrepare{name: batch[i].sqlName, err: r.err}
+			}
 			if r.err != nil {
 				return r.err
 			}
@@ -670,7 +733,63 @@ func (s *session) replay(ctx context.Context, nb *serverConn, cs *capturedState)
 	for p, id := range newIDs {
 		p.backendID = id
 		p.needTypes = p.params > 0
+		p.cursor, p.longData, p.deferred = false, false, false
+	}
+	for _, p := range deferred {
+		p.backendID, p.deferred = 0, true
 		p.cursor, p.longData = false, false
 	}
 	return nil
+}
+
+// unreplayablePrepare is a SQL PREPARE that failed on the new connection
+// (its table is gone). Unlike a protocol-level statement it cannot be
+// prepared on first use: the session stays pinned to its connection.
+type unreplayablePrepare struct {
+	name string
+	err  error
+}
+
+func (e *unreplayablePrepare) Error() string {
+	return "SQL prepared statement " + e.name + " cannot be prepared again: " + e.err.Error()
+}
+
+func (e *unreplayablePrepare) Unwrap() error { return e.err }
+
+// replayPinPeriod is how long a session whose SQL PREPARE could not be
+// replayed stays pinned before a switch tries again (unless the client
+// deallocates the statement first).
+const replayPinPeriod = 30 * time.Second
+
+// prepareDeferred prepares the deferred statement p, which the command
+// cmd in cbuf (n bytes, sequence seq) uses, on the session's backend
+// connection. handled is set when the command was answered (or, without
+// an answer, dropped) here: PREPARE failed, and the client gets the error
+// MariaDB would have raised executing the statement; or cmd is
+// COM_STMT_CLOSE, which has nothing to close on this connection.
+func (s *session) prepareDeferred(ctx context.Context, p *stmt, cmd byte, n int, seq byte) (handled bool, err error) {
+	if cmd == comStmtClose {
+		delete(s.st.stmts, p.clientID)
+		if s.st.lastPrepared == p {
+			s.st.lastPrepared = nil
+		}
+		s.cbuf.Consume(4 + n)
+		return true, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.h.b.ConnectTimeout())
+	defer cancel()
+	res, err := exchange(ctx, s.be, &s.h.bufs, appendCommand(nil, comStmtPrepare, p.query), []respKind{respPrepare}, nil)
+	if err != nil {
+		return true, backendLost(err)
+	}
+	if e := res[0].err; e != nil {
+		if cmd == comStmtSendLongData { // no answer; the EXECUTE will fail
+			s.cbuf.Consume(4 + n)
+			return true, nil
+		}
+		return true, s.refuse(n, seq, e)
+	}
+	p.backendID, p.deferred = res[0].prepID, false
+	p.needTypes = p.params > 0
+	return false, nil
 }
