@@ -2,6 +2,7 @@ package mysql_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,5 +61,54 @@ func TestSwitchKeepsCharsetAndUnsigned(t *testing.T) {
 	}
 	if got := queryString(t, ids, "SELECT SUBSTRING_INDEX(USER(), '@', 1)"); got != userB {
 		t.Fatalf("session runs as %s", got)
+	}
+}
+
+// TestSwitchDefersStatementWithMissingTable moves a session holding a
+// prepared statement whose table was dropped (MariaDB keeps such a
+// statement; executing it fails until the table is back). The switch must
+// not fail on it: the statement is prepared on first use, with the same
+// error as before while the table is missing, and works once it is back.
+func TestSwitchDefersStatementWithMissingTable(t *testing.T) {
+	m := testenv.MariaDBServer(t)
+	db, userA, passA, userB, passB := twoUsers(t, m)
+	p := proxytest.StartMySQL(t, m, userA, passA)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := conn(t, p, db, "interpolateParams=false")
+	if _, err := c.ExecContext(ctx, "CREATE TABLE gone (x INT)"); err != nil {
+		t.Fatal(err)
+	}
+	ins, err := c.PrepareContext(ctx, "INSERT INTO gone VALUES (?)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ExecContext(ctx, "DROP TABLE gone"); err != nil {
+		t.Fatal(err)
+	}
+	_, before := ins.ExecContext(ctx, 1)
+	p.RotateTo(t, userB, passB)
+	p.WaitSwitched(t, 20*time.Second)
+	if got := queryString(t, c, "SELECT SUBSTRING_INDEX(USER(), '@', 1)"); got != userB {
+		t.Fatalf("session runs as %s", got)
+	}
+	_, after := ins.ExecContext(ctx, 2)
+	if before == nil || after == nil || before.Error() != after.Error() {
+		t.Fatalf("executing with the table gone: %v before the switch, %v after", before, after)
+	}
+	if _, err := c.ExecContext(ctx, "CREATE TABLE gone (x INT)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ins.ExecContext(ctx, 3); err != nil {
+		t.Fatalf("executing once the table is back: %v", err)
+	}
+	if got := queryString(t, c, "SELECT GROUP_CONCAT(x) FROM gone"); got != "3" {
+		t.Fatalf("table holds %s", got)
+	}
+	if err := ins.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(p.Logs.String(), "session switch failed") {
+		t.Fatalf("a switch failed:\n%s", p.Logs.Tail(20))
 	}
 }
