@@ -98,6 +98,12 @@ var pgFuzzRegressions = []fzCase{
 			{kind: "q", sql: "COMMIT"}},
 		{},
 	}},
+	// A pinned session's pin check destroyed its unnamed statement.
+	{seed: 0, phases: [][]fzStep{
+		{{kind: "q", sql: "DECLARE cur CURSOR WITH HOLD FOR SELECT 1"}},
+		{{kind: "unnamed", sql: "SELECT 41 + 1"}, {kind: "exec", name: ""}, {kind: "exec", name: ""}},
+		{{kind: "exec", name: ""}},
+	}},
 	{seed: 0, phases: [][]fzStep{
 		{{kind: "prep", name: "big", sql: arrayOfParams(65536)}},
 		{{kind: "q", sql: "SET search_path = fz_b, public"}},

@@ -144,6 +144,12 @@ func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res
 	}
 	s.h.fault("capture")
 	st, err := s.capture(ctx, old)
+	moved := false
+	defer func() {
+		if !moved {
+			s.restoreUnnamed(ctx, old)
+		}
+	}()
 	if err != nil {
 		return proxy.SwitchFailed, &proxy.SwitchError{Stage: proxy.StageCapture, Err: err}
 	}
@@ -223,7 +229,7 @@ func (s *session) performSwitch(ctx context.Context, gen *creds.Generation) (res
 		}
 	}
 	s.be = nb
-	adopted = true
+	adopted, moved = true, true
 	s.dfr.reset(deferred)
 	s.gen.Store(nb.gen)
 	s.target.Store(&cancelTarget{pid: nb.pid, secret: nb.secret})
@@ -275,6 +281,27 @@ func (s *session) exchange(ctx context.Context, c *serverConn, req []byte, count
 		}
 	}
 	return firstErr
+}
+
+// restoreUnnamed prepares the client's unnamed statement again on c after
+// a capture that did not lead to a switch: the capture's Query destroyed
+// it, and a client may Bind it after a Sync. An error (its table is gone
+// meanwhile) leaves it missing, as a failed Parse would.
+func (s *session) restoreUnnamed(ctx context.Context, c *serverConn) {
+	if !s.hasUnnamed {
+		return
+	}
+	req := appendRaw(nil, 'P', s.unnamed)
+	req = appendFrontendMsg(req, &pgproto3.Sync{})
+	var notes []byte
+	if err := s.exchange(ctx, c, req, 1, nil, func(raw []byte) { notes = append(notes, raw...) }); err != nil {
+		s.log().Debug("preparing the unnamed statement again on the old connection", zap.Error(err))
+	}
+	if len(notes) > 0 {
+		s.wmu.Lock()
+		s.client.Write(notes)
+		s.wmu.Unlock()
+	}
 }
 
 // capture reads the session's movable state from the old connection and
