@@ -353,7 +353,6 @@ func knownDifference(s fzStep, a, b string) bool {
 
 const resultTypeChanged = "error 0A000 cached plan must not change result type"
 
-
 func fzResults(rr []*pgconn.Result, err error) string {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
