@@ -114,9 +114,10 @@ func (tg *target) env(w work) []string {
 }
 
 // baseEnv is the whole inherited environment of a client program: PATH,
-// HOME, a UTF-8 locale and UTC, nothing PG*, MYSQL* or JAVA*.
+// HOME, a UTF-8 locale and UTC, nothing PG*, MYSQL* or JAVA*. Python
+// writes no bytecode into testdata/.
 func baseEnv() []string {
-	return []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "LANG=C.UTF-8", "TZ=UTC"}
+	return []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "LANG=C.UTF-8", "TZ=UTC", "PYTHONDONTWRITEBYTECODE=1"}
 }
 
 // secrets are the passwords of one test. None may show in the proxy's log
