@@ -466,7 +466,9 @@ type script struct {
 }
 
 // startScript starts cmd with its stdin and stdout connected to the test.
-func startScript(cmd *exec.Cmd) (*script, error) {
+// filter, if not nil, sees every line the client prints and returns what
+// goes into the output in its place.
+func startScript(cmd *exec.Cmd, filter func(line string) string) (*script, error) {
 	s := &script{cmd: cmd, lines: make(chan string, 64), done: make(chan struct{})}
 	var err error
 	if s.stdin, err = cmd.StdinPipe(); err != nil {
@@ -492,6 +494,9 @@ func startScript(cmd *exec.Cmd) (*script, error) {
 		sc.Buffer(make([]byte, 1<<16), 16<<20)
 		for sc.Scan() {
 			line := sc.Text()
+			if filter != nil {
+				line = filter(line)
+			}
 			s.mu.Lock()
 			s.output.WriteString(line + "\n")
 			s.mu.Unlock()

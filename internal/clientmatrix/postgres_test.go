@@ -65,7 +65,7 @@ func psqlClient(t *testing.T) runner {
 	return func(ctx context.Context, t *testing.T, tg *target, w work) (string, error) {
 		env := append(tg.p.Env(tg.db), "PGAPPNAME=cm-psql")
 		cmd := testenv.Command(ctx, bin, env, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1")
-		s, err := startScript(cmd)
+		s, err := startScript(cmd, nil)
 		if err != nil {
 			return "", err
 		}
