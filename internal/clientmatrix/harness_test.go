@@ -29,7 +29,8 @@ import (
 //	CM_BACKEND_USERS     the backend users current_user may be, comma-separated
 //	CM_SECONDS           repeat the work for at least this long (0 in the plain run)
 //	CM_MIN_ITERATIONS    and at least this many times
-//	CM_MIN_USER_CHANGES  how often current_user must have changed on the long-lived connection
+//	CM_MIN_USER_CHANGES  and until current_user has changed this often on the long-lived connection
+//	CM_MAX_SECONDS       but stop after this long, changes or not
 //	CM_PAUSE_MS          pause between two iterations
 //
 // It checks every answer itself and exits non-zero on a mismatch. Its last
@@ -40,12 +41,15 @@ import (
 // where users are the backend users its long-lived connection saw, in
 // order, each change of current_user starting a new entry. The psql and
 // mariadb CLI scripts are driven by the test, which sends them one
-// iteration at a time and waits for "ITERATION n OK".
+// iteration at a time and waits for "ITERATION n OK <current user>".
 const (
 	// rotateEvery is how often the credential alternates in the rotating run.
 	rotateEvery = time.Second
-	// rotatingFor is how long a client works while the credential alternates.
+	// rotatingFor is how long a client works at least while the credential
+	// alternates; it goes on until it has seen minUserChanges, for at most
+	// rotatingMax (on a loaded machine an iteration can take seconds).
 	rotatingFor = 6 * time.Second
+	rotatingMax = time.Minute
 	// minUserChanges is how often the long-lived connection must see
 	// current_user change while the credential alternates.
 	minUserChanges = 2
@@ -54,6 +58,9 @@ const (
 	// rotatingPause spaces iterations in the rotating run, so the large
 	// values do not saturate the two cores the whole package shares.
 	rotatingPause = 100 * time.Millisecond
+	// settleTimeout bounds the wait of a rotation for the previous one's
+	// drain (see settled).
+	settleTimeout = 20 * time.Second
 	// clientTimeout bounds one run of a client program.
 	clientTimeout = 2 * time.Minute
 	// lineTimeout bounds the wait for one iteration of a CLI script.
@@ -81,6 +88,7 @@ type runner func(ctx context.Context, t *testing.T, tg *target, w work) (string,
 // work is what one run asks of a client program.
 type work struct {
 	seconds    time.Duration
+	maxSeconds time.Duration
 	iterations int
 	changes    int
 	pause      time.Duration
@@ -109,6 +117,7 @@ func (tg *target) env(w work) []string {
 		"CM_SECONDS=" + strconv.FormatFloat(w.seconds.Seconds(), 'f', -1, 64),
 		"CM_MIN_ITERATIONS=" + strconv.Itoa(w.iterations),
 		"CM_MIN_USER_CHANGES=" + strconv.Itoa(w.changes),
+		"CM_MAX_SECONDS=" + strconv.FormatFloat(w.maxSeconds.Seconds(), 'f', -1, 64),
 		"CM_PAUSE_MS=" + strconv.FormatInt(w.pause.Milliseconds(), 10),
 	}
 }
@@ -184,7 +193,7 @@ func runMatrix(t *testing.T, clients []client, newTarget func(t *testing.T, c cl
 // proxy's log and, when rotating, that the credential alternated and the
 // client's long-lived connection followed it.
 func checkRun(t *testing.T, name string, tg *target, run runner, rotating bool) {
-	w := work{iterations: minIterations}
+	w := work{iterations: minIterations, maxSeconds: rotatingMax}
 	if rotating {
 		w.seconds, w.changes, w.pause = rotatingFor, minUserChanges, rotatingPause
 	}
@@ -194,6 +203,9 @@ func checkRun(t *testing.T, name string, tg *target, run runner, rotating bool) 
 	if rotating {
 		stop = tg.p.Alternate(t, rotateEvery, tg.users, func(user, password string) {
 			tg.secrets.add("a rotated password of "+user, password)
+			if !settled(tg.p, user, settleTimeout) {
+				t.Logf("rotating to %s although the proxy has not moved every session to the previous credential after %s", user, settleTimeout)
+			}
 			if err := tg.setPassword(user, password); err != nil {
 				t.Errorf("changing the password of %s: %v", user, err)
 			}
@@ -259,6 +271,28 @@ func checkRun(t *testing.T, name string, tg *target, run runner, rotating bool) 
 	}
 	t.Logf("%s: %d iterations in %s, current_user %s, %d rotations, %v switches", name, res.iterations,
 		elapsed.Round(time.Millisecond), strings.Join(res.users, " → "), rotations, ok)
+}
+
+// settled waits up to timeout until the proxy has adopted the credential
+// written last (a user other than next) and moved every session to it. The
+// rotation then never changes the password of a user the proxy is still
+// moving sessions to, as credswap's own alternating-users rotation waits
+// for the drain before it retires a user. Without the wait, on a loaded
+// machine where a drain takes longer than rotateEvery, switches fail with
+// the database rejecting a password the test has already replaced.
+func settled(p *proxytest.Proxy, next string, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		b := p.Backend()
+		cur, target := b.Store.Current(), b.Target()
+		if cur != nil && target != nil && cur.Cred.Username != next && target.N == cur.N && len(b.Sessions.Behind(cur.N)) == 0 {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // result is the RESULT line of a client program.
@@ -512,21 +546,22 @@ func (s *script) send(text string) error {
 	return err
 }
 
-// waitFor waits until the client prints the line want.
-func (s *script) waitFor(want string) error {
+// waitFor waits until the client prints a line starting with prefix and
+// returns the rest of it.
+func (s *script) waitFor(prefix string) (string, error) {
 	timer := time.NewTimer(lineTimeout)
 	defer timer.Stop()
 	for {
 		select {
 		case line, ok := <-s.lines:
 			if !ok {
-				return fmt.Errorf("the client ended before printing %q", want)
+				return "", fmt.Errorf("the client ended before printing %q", prefix)
 			}
-			if line == want {
-				return nil
+			if rest, found := strings.CutPrefix(line, prefix); found {
+				return rest, nil
 			}
 		case <-timer.C:
-			return fmt.Errorf("no %q within %s", want, lineTimeout)
+			return "", fmt.Errorf("no %q within %s", prefix, lineTimeout)
 		}
 	}
 }
@@ -547,18 +582,25 @@ func (s *script) finish() (string, error) {
 }
 
 // drive runs the contract's loop on s: setup, then iteration(i) until w is
-// done, then finish.
+// done (each iteration ends with the line "ITERATION i OK <current user>"),
+// then finish, where the script checks the users it saw itself.
 func drive(s *script, w work, setup string, iteration func(i int) string, finish string) (string, error) {
 	err := s.send(setup)
 	start := time.Now()
+	var users []string
 	for i := 1; err == nil; i++ {
 		if err = s.send(iteration(i)); err != nil {
 			break
 		}
-		if err = s.waitFor(fmt.Sprintf("ITERATION %d OK", i)); err != nil {
+		var user string
+		if user, err = s.waitFor(fmt.Sprintf("ITERATION %d OK ", i)); err != nil {
 			break
 		}
-		if i >= w.iterations && time.Since(start) >= w.seconds {
+		if len(users) == 0 || users[len(users)-1] != user {
+			users = append(users, user)
+		}
+		elapsed := time.Since(start)
+		if (i >= w.iterations && elapsed >= w.seconds && len(users)-1 >= w.changes) || elapsed >= w.maxSeconds {
 			break
 		}
 		time.Sleep(w.pause)

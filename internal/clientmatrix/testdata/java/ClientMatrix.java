@@ -65,6 +65,7 @@ public final class ClientMatrix {
         final double seconds = Double.parseDouble(env.getOrDefault("CM_SECONDS", "0"));
         final int minIterations = Integer.parseInt(env.getOrDefault("CM_MIN_ITERATIONS", "2"));
         final int minChanges = Integer.parseInt(env.getOrDefault("CM_MIN_USER_CHANGES", "0"));
+        final double maxSeconds = Double.parseDouble(env.getOrDefault("CM_MAX_SECONDS", "60"));
         final long pauseMillis = Long.parseLong(env.getOrDefault("CM_PAUSE_MS", "0"));
 
         Properties login() {
@@ -96,6 +97,10 @@ public final class ClientMatrix {
         void run(int i, Users users) throws Exception;
     }
 
+    /**
+     * Calls it until the work is done (CM_SECONDS passed, CM_MIN_ITERATIONS ran and current_user changed
+     * CM_MIN_USER_CHANGES times, or CM_MAX_SECONDS passed), then checks the changes and prints the RESULT line.
+     */
     static void run(String name, Config cfg, Iteration it) throws Exception {
         Users users = new Users(cfg);
         long start = System.nanoTime();
@@ -103,7 +108,8 @@ public final class ClientMatrix {
         while (true) {
             i++;
             it.run(i, users);
-            if (i >= cfg.minIterations && (System.nanoTime() - start) / 1e9 >= cfg.seconds) {
+            double elapsed = (System.nanoTime() - start) / 1e9;
+            if ((i >= cfg.minIterations && elapsed >= cfg.seconds && users.seen.size() - 1 >= cfg.minChanges) || elapsed >= cfg.maxSeconds) {
                 break;
             }
             Thread.sleep(cfg.pauseMillis);

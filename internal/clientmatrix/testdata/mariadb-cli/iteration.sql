@@ -53,4 +53,4 @@ CALL expect((SELECT MD5(body) = @body_md5 AND MD5(data) = @data_md5 FROM documen
 SELECT CONCAT('BIG ', body) FROM documents WHERE id = @doc;
 DELETE FROM documents WHERE id = @doc;
 
-SELECT CONCAT('ITERATION ', @iter, ' OK');
+SELECT CONCAT('ITERATION ', @iter, ' OK ', @cur);

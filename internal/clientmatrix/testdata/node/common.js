@@ -37,6 +37,7 @@ function config() {
     seconds: Number(env.CM_SECONDS || '0'),
     minIterations: Number(env.CM_MIN_ITERATIONS || '2'),
     minChanges: Number(env.CM_MIN_USER_CHANGES || '0'),
+    maxSeconds: Number(env.CM_MAX_SECONDS || '60'),
     pauseMs: Number(env.CM_PAUSE_MS || '0'),
   };
 }
@@ -54,8 +55,10 @@ class Users {
   }
 }
 
-// run calls iteration(i, users) until the work is done, then checks that
-// current_user changed often enough and prints the RESULT line.
+// run calls iteration(i, users) until the work is done (CM_SECONDS passed,
+// CM_MIN_ITERATIONS ran and current_user changed CM_MIN_USER_CHANGES times,
+// or CM_MAX_SECONDS passed), then checks that current_user changed often
+// enough and prints the RESULT line.
 async function run(name, cfg, iteration) {
   const users = new Users(cfg);
   const start = Date.now();
@@ -63,7 +66,8 @@ async function run(name, cfg, iteration) {
   for (;;) {
     i++;
     await iteration(i, users);
-    if (i >= cfg.minIterations && (Date.now() - start) / 1000 >= cfg.seconds) break;
+    const elapsed = (Date.now() - start) / 1000;
+    if ((i >= cfg.minIterations && elapsed >= cfg.seconds && users.seen.length - 1 >= cfg.minChanges) || elapsed >= cfg.maxSeconds) break;
     await new Promise((resolve) => setTimeout(resolve, cfg.pauseMs));
   }
   const changes = users.seen.length - 1;

@@ -64,4 +64,4 @@ SELECT app.expect(length(:'back') = 1600000 AND :'back' = :'big', 'the large val
 SELECT app.expect(data = convert_to(:'big', 'UTF8'), 'the large bytea') FROM documents WHERE id = :doc;
 DELETE FROM documents WHERE id = :doc;
 
-\echo ITERATION :iter OK
+\echo ITERATION :iter OK :cur

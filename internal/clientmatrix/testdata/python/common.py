@@ -50,6 +50,7 @@ class Config:
         self.seconds = float(env.get("CM_SECONDS", "0"))
         self.min_iterations = int(env.get("CM_MIN_ITERATIONS", "2"))
         self.min_changes = int(env.get("CM_MIN_USER_CHANGES", "0"))
+        self.max_seconds = float(env.get("CM_MAX_SECONDS", "60"))
         self.pause = int(env.get("CM_PAUSE_MS", "0")) / 1000.0
 
 
@@ -68,15 +69,19 @@ class Users:
 
 
 def run(name, cfg, iteration):
-    """Call iteration(i, users) until the work is done, then check that
-    current_user changed often enough and print the RESULT line."""
+    """Call iteration(i, users) until the work is done (CM_SECONDS passed,
+    CM_MIN_ITERATIONS ran and current_user changed CM_MIN_USER_CHANGES
+    times, or CM_MAX_SECONDS passed), then check that current_user changed
+    often enough and print the RESULT line."""
     users = Users(cfg)
     start = time.monotonic()
     i = 0
     while True:
         i += 1
         iteration(i, users)
-        if i >= cfg.min_iterations and time.monotonic() - start >= cfg.seconds:
+        elapsed = time.monotonic() - start
+        if (i >= cfg.min_iterations and elapsed >= cfg.seconds and len(users.seen) - 1 >= cfg.min_changes
+                or elapsed >= cfg.max_seconds):
             break
         time.sleep(cfg.pause)
     changes = len(users.seen) - 1
