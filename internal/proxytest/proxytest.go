@@ -302,10 +302,13 @@ func (p *Proxy) WaitSwitched(t testing.TB, timeout time.Duration) {
 // Alternate rotates the credential every interval between users[0] and
 // users[1], starting with users[1]: setPassword gives the next user a new
 // random password in the database, then the credential file gets it. stop
-// ends the rotations and returns how many ran.
+// ends the rotations, waits until the proxy adopted the last credential
+// written (so that what the status then calls current and fallback is
+// final), and returns how many rotations ran.
 func (p *Proxy) Alternate(t testing.TB, interval time.Duration, users [2]string, setPassword func(user, password string)) (stop func() int) {
 	done := make(chan struct{})
 	count := make(chan int, 1)
+	var last string // the last password written
 	go func() {
 		n := 0
 		defer func() { count <- n }()
@@ -321,11 +324,19 @@ func (p *Proxy) Alternate(t testing.TB, interval time.Duration, users [2]string,
 			pw := "pw-" + Random(8)
 			setPassword(next, pw)
 			p.WriteCredential(t, next, pw)
+			last = pw
 			n++
 		}
 	}()
 	return func() int {
 		close(done)
-		return <-count
+		n := <-count
+		if last != "" {
+			Eventually(t, 30*time.Second, "adoption of the last credential written", func() bool {
+				cur := p.Backend().Store.Current()
+				return cur != nil && cur.Cred.Password == last
+			})
+		}
+		return n
 	}
 }
