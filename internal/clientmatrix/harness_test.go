@@ -203,7 +203,7 @@ func checkRun(t *testing.T, name string, tg *target, run runner, rotating bool) 
 	if rotating {
 		stop = tg.p.Alternate(t, rotateEvery, tg.users, func(user, password string) {
 			tg.secrets.add("a rotated password of "+user, password)
-			if !settled(tg.p, user, settleTimeout) {
+			if !tg.p.Settled(user, settleTimeout) {
 				t.Logf("rotating to %s although the proxy has not moved every session to the previous credential after %s", user, settleTimeout)
 			}
 			if err := tg.setPassword(user, password); err != nil {
@@ -271,28 +271,6 @@ func checkRun(t *testing.T, name string, tg *target, run runner, rotating bool) 
 	}
 	t.Logf("%s: %d iterations in %s, current_user %s, %d rotations, %v switches", name, res.iterations,
 		elapsed.Round(time.Millisecond), strings.Join(res.users, " → "), rotations, ok)
-}
-
-// settled waits up to timeout until the proxy has adopted the credential
-// written last (a user other than next) and moved every session to it. The
-// rotation then never changes the password of a user the proxy is still
-// moving sessions to, as credswap's own alternating-users rotation waits
-// for the drain before it retires a user. Without the wait, on a loaded
-// machine where a drain takes longer than rotateEvery, switches fail with
-// the database rejecting a password the test has already replaced.
-func settled(p *proxytest.Proxy, next string, timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		b := p.Backend()
-		cur, target := b.Store.Current(), b.Target()
-		if cur != nil && target != nil && cur.Cred.Username != next && target.N == cur.N && len(b.Sessions.Behind(cur.N)) == 0 {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // result is the RESULT line of a client program.

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -126,6 +127,13 @@ backends:
 		a.Shutdown(ctx)
 		if t.Failed() {
 			t.Logf("proxy log tail:\n%s", p.Logs.Tail(60))
+			// CREDSWAP_TEST_LOG_DIR keeps the whole log of a failed test.
+			if dir := os.Getenv("CREDSWAP_TEST_LOG_DIR"); dir != "" {
+				f := filepath.Join(dir, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())+"-"+Random(4)+".log")
+				if err := os.WriteFile(f, []byte(p.Logs.String()), 0o600); err == nil {
+					t.Logf("proxy log: %s", f)
+				}
+			}
 		}
 	})
 	host, port, _ := net.SplitHostPort(a.ListenAddr(name))
@@ -297,6 +305,26 @@ func (p *Proxy) WaitSwitched(t testing.TB, timeout time.Duration) {
 		cur := p.Backend().Store.Current()
 		return cur != nil && len(p.Backend().Sessions.Behind(cur.N)) == 0 && p.Backend().Target().N == cur.N
 	})
+}
+
+// Settled waits up to timeout until the proxy adopted its latest
+// credential, which is not next's, and moved every session to it: the
+// point at which a rotation may change next's password, as credswap's own
+// alternating-users rotation waits for the drain before it touches the
+// other user. It reports whether that point was reached.
+func (p *Proxy) Settled(next string, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		b := p.Backend()
+		cur, target := b.Store.Current(), b.Target()
+		if cur != nil && target != nil && cur.Cred.Username != next && target.N == cur.N && len(b.Sessions.Behind(cur.N)) == 0 {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // Alternate rotates the credential every interval between users[0] and

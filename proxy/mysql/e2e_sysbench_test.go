@@ -62,6 +62,11 @@ func TestSysbenchUnderAlternatingRotation(t *testing.T) {
 	}
 
 	stop := p.Alternate(t, 500*time.Millisecond, [2]string{userA, userB}, func(user, pw string) {
+		// Like credswap's own rotation, change a user's password only
+		// once the drain away from it is done: on a loaded machine,
+		// adoption could otherwise lag so far that every credential the
+		// proxy held was already changed again.
+		p.Settled(user, 10*time.Second)
 		m.Exec(t, fmt.Sprintf("ALTER USER '%s'@'%%' IDENTIFIED BY '%s'", user, pw))
 	})
 	out, err := exec.CommandContext(ctx, bin, append(args, "--threads=16", "--time=20", "--report-interval=0", "run")...).CombinedOutput()

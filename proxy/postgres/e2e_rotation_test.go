@@ -12,7 +12,8 @@ import (
 )
 
 // TestPgbenchUnderAlternatingRotation runs pgbench (TPC-B-like, 16
-// clients) while the credential alternates every 500 ms between two users:
+// clients) while the credential alternates between two users every 500 ms
+// (or when the previous drain is done, if that takes longer):
 // the next user's password is changed in the database, then the file.
 func TestPgbenchUnderAlternatingRotation(t *testing.T) {
 	if testing.Short() {
@@ -32,10 +33,25 @@ func TestPgbenchUnderAlternatingRotation(t *testing.T) {
 			pg.ExecIn(t, db, fmt.Sprintf("GRANT ALL ON ALL TABLES IN SCHEMA public TO %s", userB))
 
 			stop := p.Alternate(t, 500*time.Millisecond, [2]string{userA, userB}, func(user, pw string) {
+				// Like credswap's own rotation, change a user's password only
+				// once the drain away from it is done: on a loaded machine,
+				// adoption could otherwise lag so far that every credential the
+				// proxy held was already changed again.
+				p.Settled(user, 10*time.Second)
 				pg.Exec(t, fmt.Sprintf("ALTER ROLE %s PASSWORD '%s'", user, pw))
 			})
 			out, err := testenv.Command(ctx, bench, p.Env(db), "-c", "16", "-j", "2", "-T", "20", "-M", mode).CombinedOutput()
 			n := stop()
+			if err != nil || !strings.Contains(string(out), "number of failed transactions: 0 (0.000%)") {
+				// Who waited for what, to tell a slow machine from a stuck session.
+				conn := pg.Connect(t, "postgres")
+				var activity string
+				conn.QueryRow(ctx, `SELECT coalesce(string_agg(pid || ' ' || usename || ' ' || state || ' ' || coalesce(wait_event_type || ':' || wait_event, '-') ||
+					' xact ' || coalesce(now() - xact_start, '0')::text || ' blocked by ' || pg_blocking_pids(pid)::text || ' ' || left(query, 60), E'\n'), '')
+					FROM pg_stat_activity WHERE datname = $1`, db).Scan(&activity)
+				conn.Close(ctx)
+				t.Logf("database sessions after pgbench:\n%s", activity)
+			}
 			if err != nil {
 				t.Fatalf("pgbench: %v\n%s", err, out)
 			}
