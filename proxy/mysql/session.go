@@ -2,11 +2,13 @@ package mysql
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -320,16 +322,33 @@ func (s *session) reply(p []byte) error {
 // finish releases the session: the backend connection goes back to the
 // pool if the client left cleanly at a safe point with a current
 // connection, and is closed otherwise.
+//
+// A backend connection that the database ended under a command (end of
+// stream, reset) ends the client connection the same way and without an
+// ERR, as the database's own connection would have: the client's library
+// reports the lost connection itself (2013 "Lost connection to server
+// during query").
 func (s *session) finish(clean bool, cause error) {
 	me := s.termErr.Load()
+	reset := false
 	if me == nil && cause != nil && !clean {
 		var pe *proxy.Error
-		if errors.As(cause, &pe) && s.terminated.CompareAndSwap(false, true) {
+		var gone *backendGoneError
+		switch {
+		case errors.As(cause, &gone) && s.terminated.CompareAndSwap(false, true):
+			s.h.b.CountClientError(proxy.CodeBackendLost)
+			reset = errors.Is(gone, syscall.ECONNRESET)
+			s.wmu.Lock()
+			s.errWritten = true // nothing: the database sent nothing either
+			s.wmu.Unlock()
+			s.log().Info("the database ended the session's connection during a command; the client's connection is closed too",
+				zap.Error(gone.err))
+		case errors.As(cause, &pe) && s.terminated.CompareAndSwap(false, true):
 			me = errorFor(pe)
 			s.termErr.Store(me)
 			s.h.b.CountClientError(pe.Code)
 			s.log().Info("closing session", zap.Error(cause))
-		} else {
+		default:
 			s.log().Debug("session ended", zap.Error(cause))
 		}
 	}
@@ -346,7 +365,7 @@ func (s *session) finish(clean bool, cause error) {
 		}
 		s.wmu.Unlock()
 	}
-	s.client.Close()
+	closeClient(s.client, reset)
 
 	s.mu.Lock()
 	s.closing = true
@@ -375,6 +394,37 @@ func (s *session) finish(clean bool, cause error) {
 		}
 	}
 	be.Close()
+}
+
+// closeClient closes the client connection; with reset, with a TCP reset
+// (SO_LINGER 0), as a server that reset its own connection would have.
+func closeClient(c net.Conn, reset bool) {
+	if reset {
+		if t := tcpConn(c); t != nil {
+			t.SetLinger(0)
+		}
+	}
+	c.Close()
+}
+
+// tcpConn returns the TCP connection under a client or backend
+// connection (plain, or TLS over the handshake wrapper or the greeting
+// sniffer), or nil.
+func tcpConn(c net.Conn) *net.TCPConn {
+	for {
+		switch cc := c.(type) {
+		case *net.TCPConn:
+			return cc
+		case *tls.Conn:
+			c = cc.NetConn()
+		case *sniffConn:
+			c = cc.Conn
+		case *handshakeConn:
+			c = cc.Conn
+		default:
+			return nil
+		}
+	}
 }
 
 // unregister forgets the session and its connection id.
