@@ -70,8 +70,13 @@ func (s *session) command(ctx context.Context) (quit bool, err error) {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.h.b.Behind(s.gen.Load()) && s.safePoint() {
+	if !s.terminated.Load() && s.h.b.Behind(s.gen.Load()) && s.safePoint() && !s.backendEndedNow() {
 		s.switchLocked(ctx, s.h.b.Target())
+	}
+	if s.terminated.Load() {
+		// Its backend connection ended (the watcher or a failed switch
+		// found it so) or it was terminated while this command arrived.
+		return false, errSessionEnded
 	}
 	s.beginCommand(seq)
 	defer func() { s.endCommand(err) }()
