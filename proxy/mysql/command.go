@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"syscall"
 
 	"go.uber.org/zap"
 
@@ -14,9 +16,34 @@ import (
 // errClientGone ends a session whose client connection failed.
 var errClientGone = errors.New("client connection failed")
 
-// backendLost wraps a failure of the backend connection for the client.
+// backendLost wraps a failure of the backend connection for the client:
+// a *backendGoneError when the database ended the connection (finish
+// then closes the client's without a word, as the database did), a
+// proxy.Error with CodeBackendLost otherwise (the proxy cannot follow the
+// server; the client gets ERR 1053 where it can read one).
 func backendLost(err error) error {
+	if connectionEnded(err) {
+		return &backendGoneError{err: err}
+	}
 	return proxy.Errorf(proxy.CodeBackendLost, err, "Lost connection to the database server")
+}
+
+// backendGoneError is the failure of a command whose backend connection
+// the database ended (end of stream or a reset).
+type backendGoneError struct{ err error }
+
+func (e *backendGoneError) Error() string {
+	return "the database ended the connection: " + e.err.Error()
+}
+
+func (e *backendGoneError) Unwrap() error { return e.err }
+
+// connectionEnded reports whether err says that the peer ended a
+// connection (or that the network did), rather than a deadline or a close
+// on the proxy's side.
+func connectionEnded(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ETIMEDOUT)
 }
 
 // command relays the command whose first frame is complete at the start
@@ -43,8 +70,13 @@ func (s *session) command(ctx context.Context) (quit bool, err error) {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.h.b.Behind(s.gen.Load()) && s.safePoint() {
+	if !s.terminated.Load() && s.h.b.Behind(s.gen.Load()) && s.safePoint() && !s.backendEndedNow() {
 		s.switchLocked(ctx, s.h.b.Target())
+	}
+	if s.terminated.Load() {
+		// Its backend connection ended (the watcher or a failed switch
+		// found it so) or it was terminated while this command arrived.
+		return false, errSessionEnded
 	}
 	s.beginCommand(seq)
 	defer func() { s.endCommand(err) }()

@@ -22,6 +22,15 @@
 // relay must know (temporary tables, GET_LOCK, LOCK TABLES, XA, HANDLER,
 // SQL PREPARE, KILL, user variables).
 //
+// A server speaks unasked only to end a connection (wait_timeout, KILL,
+// shutdown). Once a session has waited a moment for its client, a second
+// goroutine waits for its backend connection to become readable, taking
+// nothing from it, and then ends the client connection the same way at
+// once; whoever takes the session's lock (a command, a switch) stops it
+// first. A backend connection that ends under a command ends the client's
+// without an ERR, as the server's would. Errors the proxy sends itself
+// never carry the client libraries' numbers (2000–2999).
+//
 // Capabilities that change what goes over the wire (DEPRECATE_EOF,
 // QUERY_ATTRIBUTES, MULTI_STATEMENTS, MULTI_RESULTS, PS_MULTI_RESULTS,
 // SESSION_TRACK, FOUND_ROWS, IGNORE_SPACE, LOCAL_FILES) are negotiated

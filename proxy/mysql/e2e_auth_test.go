@@ -180,12 +180,19 @@ func TestBackendErrorsReachClient(t *testing.T) {
 
 	dead, _ := testenv.FreePort()
 	m := testenv.MariaDBServer(t)
-	down := proxytest.StartMySQL(t, m, "nobody", "x", func(c *config.Config) {
+	down := proxytest.StartMySQL(t, m, "nobody", "x", withUsers, func(c *config.Config) {
 		c.Backends[0].Upstream = "127.0.0.1:" + itoa(dead)
 		c.Backends[0].Limits.ConnectTimeout = config.Duration(time.Second)
 	})
 	_, err = pingAs(down.DSN("", ""))
-	if !errors.As(err, &myErr) || myErr.Number != 2003 || !strings.Contains(myErr.Message, "database server") {
-		t.Fatalf("database down: want ERR 2003, got %v", err)
+	if !errors.As(err, &myErr) || myErr.Number != 1053 || string(myErr.SQLState[:]) != "08S01" ||
+		!strings.Contains(myErr.Message, "database server") {
+		t.Fatalf("database down: want ERR 1053 (08S01), got %v", err)
+	}
+	// Never a client library's own number (2003) as a server error, which
+	// libmariadb reports as "2027 Received malformed packet".
+	out, err := cliAs(t, down, "nat", "nat-secret")
+	if e := testenv.ParseMariaDBError([]byte(out)); err == nil || e == nil || e.Code != 1053 {
+		t.Fatalf("mariadb CLI, database down: %v %q", err, out)
 	}
 }

@@ -9,7 +9,12 @@ import (
 )
 
 // MySQL error numbers the proxy sends or recognizes
-// (https://mariadb.com/kb/en/mariadb-error-code-reference/).
+// (https://mariadb.com/kb/en/mariadb-error-code-reference/). Numbers
+// 2000–2999 belong to the client libraries (2003 "Can't connect", 2013
+// "Lost connection"), which report them for failures they see themselves:
+// the proxy never sends one, because libmariadb (the mariadb CLI,
+// sysbench, the Python and PHP connectors built on it) turns a server ERR
+// carrying one into "2027 Received malformed packet".
 const (
 	erConCount            = 1040 // too many connections
 	erDBAccessDenied      = 1044
@@ -27,8 +32,6 @@ const (
 	erPasswordExpired     = 1862
 	erAccountLockedMySQL  = 3118
 	erAccountLockedMaria  = 4151
-	crConnHostError       = 2003
-	crServerLost          = 2013
 	erUnknownStmtHandler  = 1243
 	erWrongArgumentsStmt  = 1210
 	erQueryInterrupted    = 1317
@@ -65,10 +68,13 @@ func errorCode(c proxy.Code) (uint16, string) {
 		return erConCount, "08004"
 	case proxy.CodeShutdown, proxy.CodeDrainDeadline:
 		return erServerShutdown, "08S01"
-	case proxy.CodeBackendUnavailable:
-		return crConnHostError, "HY000"
-	case proxy.CodeBackendLost:
-		return crServerLost, "HY000"
+	case proxy.CodeBackendUnavailable, proxy.CodeBackendLost:
+		// The database cannot be reached, or the proxy cannot go on with
+		// the session's connection to it: a server error that every client
+		// takes as the end of the connection (SQLSTATE 08S01, communication
+		// link failure). A backend connection that the database simply
+		// ended is passed on as a close instead, with no ERR (finish).
+		return erServerShutdown, "08S01"
 	case proxy.CodeProtocolViolation:
 		return erUnknownCom, "08S01"
 	case proxy.CodeMessageTooLarge:

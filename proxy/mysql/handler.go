@@ -90,9 +90,10 @@ var _ proxy.Handler = (*Handler)(nil)
 
 // SetFaultHook installs f, called at named points on the goroutine doing
 // the work: "command" before each client command is relayed, "capture"
-// and "replay" in every switch. Tests use it to make one session panic and
-// check that only that session is affected; nothing else sets it. nil
-// removes it.
+// and "replay" in every switch, "watch" when the watcher of an idle
+// session sees its backend connection end. Tests use it to make one
+// session panic and check that only that session is affected; nothing
+// else sets it. nil removes it.
 func (h *Handler) SetFaultHook(f func(point string)) {
 	if f == nil {
 		h.faultHook.Store(nil)

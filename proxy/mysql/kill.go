@@ -39,7 +39,11 @@ func (s *session) kill(ctx context.Context, target *session, query bool, seq byt
 		s.wmu.Unlock()
 		return errKilled
 	}
+	if !query {
+		target.killed.Store(true)
+	}
 	if err := target.killBackend(ctx, query); err != nil {
+		target.killed.Store(false)
 		var myErr *gomysql.MyError
 		me := &myError{Code: erUnknownError, State: "HY000", Message: "KILL failed: could not reach the database server"}
 		if errors.As(err, &myErr) {

@@ -2,11 +2,14 @@ package mysql
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -27,14 +30,18 @@ type pinState struct {
 
 // session is one authenticated client and its backend connection.
 //
-// Goroutines: MySQL is strictly command/response (the server never
-// speaks unasked), so one goroutine, the handler's, runs the session: it
-// waits for the client's next command without holding a buffer, forwards
-// it, and relays the response, holding mu from the command's first byte
-// to the response's last. A switch runs either on that goroutine before a
-// command or on a drain worker while the session waits for its client;
-// both hold mu, so the backend connection is only ever used by one of
-// them. Terminate may be called from any goroutine.
+// Goroutines: MySQL is strictly command/response (the server speaks
+// unasked only to end a connection), so one goroutine, the handler's, runs
+// the session: it waits for the client's next command without holding a
+// buffer, forwards it, and relays the response, holding mu from the
+// command's first byte to the response's last. A switch runs either on
+// that goroutine before a command or on a drain worker while the session
+// waits for its client; both hold mu, so the backend connection is only
+// ever used by one of them. Once the session has waited watchDelay for
+// its client, a watcher goroutine waits, while nobody holds mu, for the
+// backend connection to become readable, that is for the server to end it
+// (watch.go); taking mu stops it. Terminate may be called from any
+// goroutine.
 type session struct {
 	h      *Handler
 	id     uint64
@@ -67,9 +74,10 @@ type session struct {
 	errWritten bool // an ERR was sent by Terminate
 
 	// mu is held by the session goroutine while it relays one command, and
-	// by Switch and finish for their whole run. The fields below it are
-	// guarded by it.
-	mu           sync.Mutex
+	// by Switch and finish for their whole run; the watcher has the backend
+	// connection while nobody holds it. The fields below it are guarded by
+	// it.
+	mu           sessionMu
 	be           *serverConn
 	key          string
 	st           sessState
@@ -88,6 +96,14 @@ type session struct {
 	pin        atomic.Pointer[pinState]
 	terminated atomic.Bool
 	termErr    atomic.Pointer[myError]
+	// idleTimer starts the watcher when the session has waited watchDelay
+	// for its client; every command sets it again.
+	idleTimer *time.Timer
+	// killed is set while a KILL CONNECTION of the session's proxy id
+	// runs: however the end reaches the session first (the KILL's answer,
+	// or its backend connection ending), the client gets "Connection was
+	// killed".
+	killed atomic.Bool
 }
 
 var _ proxy.Session = (*session)(nil)
@@ -109,6 +125,8 @@ func (h *Handler) newSession(client net.Conn, connID uint32, user string, lg *lo
 		connectedAt: time.Now(),
 		be:          lg.be,
 	}
+	s.mu.s = s
+	s.idleTimer = time.AfterFunc(time.Duration(math.MaxInt64), s.idleTimeout) // run sets it
 	s.user.Store(&user)
 	s.st.init(s.caps, lg.db)
 	s.setBackend(lg.be)
@@ -221,6 +239,7 @@ func (s *session) terminate(me *myError, code proxy.Code, count bool) {
 // run relays until either side ends, then releases everything.
 func (s *session) run(ctx context.Context) {
 	s.h.b.Sessions.Add(s) // the relay runs: the drain controller may see it
+	s.idleTimer.Reset(watchDelay)
 	var clean bool
 	var err error
 	defer func() {
@@ -237,7 +256,8 @@ func (s *session) run(ctx context.Context) {
 
 // clientLoop reads commands from the client and relays each until the
 // client leaves (clean: COM_QUIT, or EOF between commands) or something
-// fails.
+// fails. Each command sets the idle timer again, which starts the backend
+// connection's watcher when no command follows for watchDelay (watch.go).
 func (s *session) clientLoop(ctx context.Context) (clean bool, err error) {
 	pool := &s.h.bufs
 	for {
@@ -257,6 +277,7 @@ func (s *session) clientLoop(ctx context.Context) (clean bool, err error) {
 				if err != nil || quit {
 					return quit, err
 				}
+				s.idleTimer.Reset(watchDelay)
 				continue
 			}
 			s.cbuf.Grow(4 + n)
@@ -282,8 +303,9 @@ func tooLarge(n int) *proxy.Error {
 }
 
 // beginCommand marks a command in flight; the client's next expected
-// sequence number is seq+1.
+// sequence number is seq+1. The caller holds mu.
 func (s *session) beginCommand(seq byte) {
+	s.mu.idle = false
 	s.wmu.Lock()
 	s.inCommand, s.outMid, s.outSeq = true, false, seq+1
 	s.wmu.Unlock()
@@ -321,16 +343,37 @@ func (s *session) reply(p []byte) error {
 // finish releases the session: the backend connection goes back to the
 // pool if the client left cleanly at a safe point with a current
 // connection, and is closed otherwise.
+//
+// A backend connection that the database ended under a command (end of
+// stream, reset) ends the client connection the same way and without an
+// ERR, as the database's own connection would have: the client's library
+// reports the lost connection itself (2013 "Lost connection to server
+// during query").
 func (s *session) finish(clean bool, cause error) {
+	s.idleTimer.Stop()
 	me := s.termErr.Load()
+	reset := false
 	if me == nil && cause != nil && !clean {
 		var pe *proxy.Error
-		if errors.As(cause, &pe) && s.terminated.CompareAndSwap(false, true) {
+		var gone *backendGoneError
+		switch {
+		case errors.As(cause, &gone) && s.killed.Load():
+			s.terminateKilled()
+			me = s.termErr.Load()
+		case errors.As(cause, &gone) && s.terminated.CompareAndSwap(false, true):
+			s.h.b.CountClientError(proxy.CodeBackendLost)
+			reset = errors.Is(gone, syscall.ECONNRESET)
+			s.wmu.Lock()
+			s.errWritten = true // nothing: the database sent nothing either
+			s.wmu.Unlock()
+			s.log().Info("the database ended the session's connection during a command; the client's connection is closed too",
+				zap.Error(gone.err))
+		case errors.As(cause, &pe) && s.terminated.CompareAndSwap(false, true):
 			me = errorFor(pe)
 			s.termErr.Store(me)
 			s.h.b.CountClientError(pe.Code)
 			s.log().Info("closing session", zap.Error(cause))
-		} else {
+		default:
 			s.log().Debug("session ended", zap.Error(cause))
 		}
 	}
@@ -347,7 +390,7 @@ func (s *session) finish(clean bool, cause error) {
 		}
 		s.wmu.Unlock()
 	}
-	s.client.Close()
+	closeClient(s.client, reset)
 
 	s.mu.Lock()
 	s.closing = true
@@ -376,6 +419,37 @@ func (s *session) finish(clean bool, cause error) {
 		}
 	}
 	be.Close()
+}
+
+// closeClient closes the client connection; with reset, with a TCP reset
+// (SO_LINGER 0), as a server that reset its own connection would have.
+func closeClient(c net.Conn, reset bool) {
+	if reset {
+		if t := tcpConn(c); t != nil {
+			t.SetLinger(0)
+		}
+	}
+	c.Close()
+}
+
+// tcpConn returns the TCP connection under a client or backend
+// connection (plain, or TLS over the handshake wrapper or the greeting
+// sniffer), or nil.
+func tcpConn(c net.Conn) *net.TCPConn {
+	for {
+		switch cc := c.(type) {
+		case *net.TCPConn:
+			return cc
+		case *tls.Conn:
+			c = cc.NetConn()
+		case *sniffConn:
+			c = cc.Conn
+		case *handshakeConn:
+			c = cc.Conn
+		default:
+			return nil
+		}
+	}
 }
 
 // unregister forgets the session and its connection id.
