@@ -165,7 +165,7 @@ func TestTLSRequired(t *testing.T) {
 	}
 }
 
-// TestBackendUnavailable: a client of a proxy whose database cannot be
+// TestBackendErrorsReachClient: a client of a proxy whose database cannot be
 // reached gets an ERR after connect_timeout, not an OK and a dropped
 // connection; one asking for a database that does not exist gets the
 // database's own error at once.
