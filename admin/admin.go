@@ -129,7 +129,10 @@ func (s *Server) auth(next http.HandlerFunc) http.Handler {
 	})
 }
 
-// readyResponse is the body of /readyz.
+// readyResponse is the body of /readyz. /readyz needs no token, so it
+// carries states only, never error text: the credential source's error
+// names users, addresses and the database's message, and /v1/status
+// (behind the token) has it.
 type readyResponse struct {
 	Ready    bool                `json:"ready"`
 	Backends map[string][]string `json:"not_ready,omitempty"`
@@ -138,9 +141,14 @@ type readyResponse struct {
 	Degraded map[string][]string `json:"degraded,omitempty"`
 }
 
+// degradedState is the one reason /readyz gives for a degraded backend.
+const degradedState = "credential source failing (details in /v1/status)"
+
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	resp := readyResponse{Ready: true}
 	for _, b := range s.opts.Backends {
+		// Ready's reasons are fixed texts ("credential not verified by a
+		// test login"); Degraded's hold the source's error.
 		if ok, reasons := b.Ready(); !ok {
 			resp.Ready = false
 			if resp.Backends == nil {
@@ -152,7 +160,7 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 			if resp.Degraded == nil {
 				resp.Degraded = map[string][]string{}
 			}
-			resp.Degraded[b.Name()] = d
+			resp.Degraded[b.Name()] = []string{degradedState}
 		}
 	}
 	code := http.StatusOK
