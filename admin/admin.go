@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/credswap/credswap/internal/logging"
 	"github.com/credswap/credswap/proxy"
 	"github.com/credswap/credswap/rotate"
 )
@@ -298,7 +299,7 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
 		resp.Generation = cur.N
 		resp.Username = cur.Cred.Username
 	}
-	s.opts.Logger.Info("admin refresh", zap.String("backend", b.Name()), zap.Bool("adopted", adopted))
+	s.opts.Logger.Info("admin refresh", logging.Audit(), zap.String("backend", b.Name()), zap.Bool("adopted", adopted))
 	writeJSON(w, http.StatusOK, resp)
 }
 
@@ -323,7 +324,7 @@ func (s *Server) drain(w http.ResponseWriter, r *http.Request) {
 		resp.Generation = cur.N
 		resp.Pending = len(b.Sessions.Behind(cur.N))
 	}
-	s.opts.Logger.Info("admin drain", zap.String("backend", b.Name()), zap.Any("results", results))
+	s.opts.Logger.Info("admin drain", logging.Audit(), zap.String("backend", b.Name()), zap.Any("results", results))
 	writeJSON(w, http.StatusOK, resp)
 }
 
