@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -15,7 +16,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+	"golang.org/x/net/netutil"
 
+	"github.com/credswap/credswap/internal/logging"
 	"github.com/credswap/credswap/proxy"
 	"github.com/credswap/credswap/rotate"
 )
@@ -29,6 +32,14 @@ type Options struct {
 	// TokenFile holds the bearer token required on /v1/*; empty disables
 	// the check. It is read on every request, so it can be rotated in place.
 	TokenFile string
+	// AllowedHosts are host names or addresses that the Host header of a
+	// /v1/* request may name besides localhost, loopback addresses, the
+	// listen address and the address the connection arrived on
+	// (admin.allowed_hosts).
+	AllowedHosts []string
+	// MaxConns caps open connections (0: DefaultMaxConns); further ones
+	// wait in the listen backlog until one closes.
+	MaxConns int
 	// Gatherer serves /metrics.
 	Gatherer prometheus.Gatherer
 	// Version is reported in /v1/status.
@@ -43,6 +54,11 @@ type Server struct {
 	started time.Time
 	srv     *http.Server
 	ln      net.Listener
+	// listenHost is the host of the listen address, normalized; "" when
+	// it is unspecified (0.0.0.0, [::], none).
+	listenHost string
+	// allowed holds Options.AllowedHosts, normalized.
+	allowed map[string]bool
 }
 
 // New returns a Server; call Listen and Serve.
@@ -50,16 +66,34 @@ func New(opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	s := &Server{opts: opts, byName: make(map[string]*proxy.Backend), started: time.Now()}
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = DefaultMaxConns
+	}
+	s := &Server{opts: opts, byName: make(map[string]*proxy.Backend), started: time.Now(), allowed: map[string]bool{}}
 	for _, b := range opts.Backends {
 		s.byName[b.Name()] = b
 	}
-	s.srv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	for _, h := range opts.AllowedHosts {
+		s.allowed[normalizeHost(h)] = true
+	}
+	s.srv = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          zap.NewStdLog(opts.Logger),
+	}
 	return s
 }
 
-// Handler returns the API's routes.
-func (s *Server) Handler() http.Handler {
+// Handler returns the API's routes behind the checks against requests
+// from web pages (guard).
+func (s *Server) Handler() http.Handler { return s.guard(s.routes()) }
+
+// routes returns the API's routes.
+func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -83,13 +117,19 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-// Listen opens the admin listener.
+// Listen opens the admin listener, capped at Options.MaxConns open
+// connections. Requests may name addr's host in their Host header.
 func (s *Server) Listen(addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	s.ln = ln
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err != nil || !ip.IsUnspecified() {
+			s.listenHost = normalizeHost(host)
+		}
+	}
+	s.ln = netutil.LimitListener(ln, s.opts.MaxConns)
 	return nil
 }
 
@@ -129,7 +169,10 @@ func (s *Server) auth(next http.HandlerFunc) http.Handler {
 	})
 }
 
-// readyResponse is the body of /readyz.
+// readyResponse is the body of /readyz. /readyz needs no token, so it
+// carries states only, never error text: the credential source's error
+// names users, addresses and the database's message, and /v1/status
+// (behind the token) has it.
 type readyResponse struct {
 	Ready    bool                `json:"ready"`
 	Backends map[string][]string `json:"not_ready,omitempty"`
@@ -138,9 +181,14 @@ type readyResponse struct {
 	Degraded map[string][]string `json:"degraded,omitempty"`
 }
 
+// degradedState is the one reason /readyz gives for a degraded backend.
+const degradedState = "credential source failing (details in /v1/status)"
+
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	resp := readyResponse{Ready: true}
 	for _, b := range s.opts.Backends {
+		// Ready's reasons are fixed texts ("credential not verified by a
+		// test login"); Degraded's hold the source's error.
 		if ok, reasons := b.Ready(); !ok {
 			resp.Ready = false
 			if resp.Backends == nil {
@@ -152,7 +200,7 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 			if resp.Degraded == nil {
 				resp.Degraded = map[string][]string{}
 			}
-			resp.Degraded[b.Name()] = d
+			resp.Degraded[b.Name()] = []string{degradedState}
 		}
 	}
 	code := http.StatusOK
@@ -207,6 +255,9 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	wait := r.URL.Query().Get("wait") == "1" || r.URL.Query().Get("wait") == "true"
+	if wait {
+		allowFor(w, 0) // as long as the rotation takes
+	}
 	trigger := "api"
 	if t := r.Header.Get("X-Credswap-Trigger"); t == "cli" {
 		trigger = t
@@ -278,7 +329,9 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
 	if b == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	const limit = 30 * time.Second
+	allowFor(w, limit+10*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), limit)
 	defer cancel()
 	adopted, err := b.Store.Refresh(ctx)
 	if err != nil {
@@ -290,7 +343,7 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
 		resp.Generation = cur.N
 		resp.Username = cur.Cred.Username
 	}
-	s.opts.Logger.Info("admin refresh", zap.String("backend", b.Name()), zap.Bool("adopted", adopted))
+	s.opts.Logger.Info("admin refresh", logging.Audit(), zap.String("backend", b.Name()), zap.Bool("adopted", adopted))
 	writeJSON(w, http.StatusOK, resp)
 }
 
@@ -307,7 +360,9 @@ func (s *Server) drain(w http.ResponseWriter, r *http.Request) {
 	if b == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 60*time.Second)
+	const limit = 60 * time.Second
+	allowFor(w, limit+10*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), limit)
 	defer cancel()
 	results := b.Drain(ctx)
 	resp := DrainResponse{Backend: b.Name(), Results: results}
@@ -315,7 +370,7 @@ func (s *Server) drain(w http.ResponseWriter, r *http.Request) {
 		resp.Generation = cur.N
 		resp.Pending = len(b.Sessions.Behind(cur.N))
 	}
-	s.opts.Logger.Info("admin drain", zap.String("backend", b.Name()), zap.Any("results", results))
+	s.opts.Logger.Info("admin drain", logging.Audit(), zap.String("backend", b.Name()), zap.Any("results", results))
 	writeJSON(w, http.StatusOK, resp)
 }
 

@@ -60,6 +60,14 @@ type Admin struct {
 	// TokenFile holds the bearer token required on /v1/*; empty disables
 	// the check (loopback only).
 	TokenFile string `yaml:"token_file"`
+	// AllowedHosts are further host names (or IP addresses) that requests
+	// to /v1/* may name in their Host header, besides loopback names and
+	// addresses, the listen address and the address a connection arrived
+	// on. Other names are refused, against DNS rebinding (docs/security.md).
+	AllowedHosts []string `yaml:"allowed_hosts"`
+	// MaxConnections caps the admin API's open connections; more wait
+	// until one closes.
+	MaxConnections int `yaml:"max_connections"`
 }
 
 // Log configures logging.

@@ -17,6 +17,8 @@ const fullDoc = `
 admin:
   listen: 127.0.0.1:9650
   token_file: /etc/credswap/admin-token
+  allowed_hosts: [credswap.internal, "fd00::5"]
+  max_connections: 16
 shutdown_timeout: 45s
 log: {level: debug, format: console}
 backends:
@@ -52,7 +54,8 @@ backends:
 
 func fullWant() *Config {
 	return &Config{
-		Admin:           Admin{Listen: "127.0.0.1:9650", TokenFile: "/etc/credswap/admin-token"},
+		Admin: Admin{Listen: "127.0.0.1:9650", TokenFile: "/etc/credswap/admin-token",
+			AllowedHosts: []string{"credswap.internal", "fd00::5"}, MaxConnections: 16},
 		ShutdownTimeout: Duration(45 * time.Second),
 		Log:             Log{Level: "debug", Format: "console"},
 		Backends: []Backend{
@@ -144,7 +147,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 func TestParseMinimalDefaults(t *testing.T) {
 	got := mustParse(t, minimalDoc, ParseOptions{})
 	want := &Config{
-		Admin:           Admin{Listen: DefaultAdminListen},
+		Admin:           Admin{Listen: DefaultAdminListen, MaxConnections: DefaultAdminMaxConnections},
 		ShutdownTimeout: Duration(30 * time.Second),
 		Log:             Log{Level: "info", Format: "json"},
 		Backends: []Backend{{

@@ -6,6 +6,9 @@ import "time"
 // absent.
 const DefaultAdminListen = "127.0.0.1:9649"
 
+// DefaultAdminMaxConnections is admin.max_connections when absent.
+const DefaultAdminMaxConnections = 64
+
 // Defaults for absent fields. They are the only place defaults are written;
 // doc.go lists them for users.
 const (
@@ -46,6 +49,10 @@ const (
 // reported by validation rather than silently replaced.
 func applyDefaults(c *Config, given fieldSet) {
 	setDefault(given, &c.Admin.Listen, DefaultAdminListen)
+	setDefault(given, &c.Admin.MaxConnections, DefaultAdminMaxConnections)
+	if len(c.Admin.AllowedHosts) == 0 {
+		c.Admin.AllowedHosts = nil // "allowed_hosts: []" and no key mean the same
+	}
 	setDefault(given, &c.ShutdownTimeout, Duration(defaultShutdownTimeout))
 	setDefault(given, &c.Log.Level, defaultLogLevel)
 	setDefault(given, &c.Log.Format, defaultLogFormat)

@@ -47,6 +47,7 @@
 // present with a zero value keeps it, so pool.max_idle: 0 disables reuse.
 //
 //	admin.listen                       127.0.0.1:9649 (DefaultAdminListen)
+//	admin.max_connections              64 (DefaultAdminMaxConnections)
 //	shutdown_timeout                   30s
 //	log.level, log.format              info, json
 //	backends[].upstream_tls.mode       disable

@@ -118,6 +118,14 @@ func (v *validator) admin(a *Admin) boundAddr {
 	if a.TokenFile == "" && !isLoopback(host) {
 		v.bad("admin.listen", line, "must be a loopback address (127.0.0.1, ::1 or localhost) unless admin.token_file is set")
 	}
+	if a.MaxConnections < 1 {
+		v.bad("admin.max_connections", v.line(&a.MaxConnections, a), "must be at least 1")
+	}
+	for i, h := range a.AllowedHosts {
+		if problem := allowedHostProblem(h); problem != "" {
+			v.bad(indexPath("admin.allowed_hosts", i), v.line(&a.AllowedHosts, a), "%s", problem)
+		}
+	}
 	return boundAddr{path: "admin.listen", host: host, port: port}
 }
 
@@ -612,6 +620,25 @@ func isWildcard(host string) bool {
 
 // isLoopback reports whether host is "localhost" or a loopback IP address
 // (127.0.0.0/8, ::1).
+// allowedHostProblem says what is wrong with an admin.allowed_hosts
+// entry, or "": it must be a host name or an IP address, without scheme,
+// port, path or wildcard.
+func allowedHostProblem(h string) string {
+	if h == "" {
+		return "must not be empty"
+	}
+	if ip := net.ParseIP(strings.Trim(h, "[]")); ip != nil {
+		return ""
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return "must be a host name or an IP address, without scheme, port, path or wildcard"
+		}
+	}
+	return ""
+}
+
 func isLoopback(host string) bool {
 	if strings.EqualFold(host, "localhost") {
 		return true

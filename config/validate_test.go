@@ -296,6 +296,17 @@ func TestValidate(t *testing.T) {
 		{"admin localhost", func(d tree) { sub(d, "admin")["listen"] = "localhost:9649" }, "", ""},
 		{"admin IPv6 loopback", func(d tree) { sub(d, "admin")["listen"] = "[::1]:9649" }, "", ""},
 		{"admin 127/8", func(d tree) { sub(d, "admin")["listen"] = "127.1.2.3:0" }, "", ""},
+		{"admin max_connections zero", func(d tree) { sub(d, "admin")["max_connections"] = 0 },
+			"admin.max_connections", "must be at least 1"},
+		{"admin allowed host with port", func(d tree) { sub(d, "admin")["allowed_hosts"] = []any{"ok.example", "credswap.internal:9649"} },
+			"admin.allowed_hosts[1]", "must be a host name or an IP address, without scheme, port, path or wildcard"},
+		{"admin allowed host wildcard", func(d tree) { sub(d, "admin")["allowed_hosts"] = []any{"*.example"} },
+			"admin.allowed_hosts[0]", "without scheme, port, path or wildcard"},
+		{"admin allowed host empty", func(d tree) { sub(d, "admin")["allowed_hosts"] = []any{""} },
+			"admin.allowed_hosts[0]", "must not be empty"},
+		{"admin allowed hosts", func(d tree) {
+			sub(d, "admin")["allowed_hosts"] = []any{"credswap.orders.svc", "10.0.0.5", "fd00::5", "[fd00::6]"}
+		}, "", ""},
 		{"log level", func(d tree) { sub(d, "log")["level"] = "trace" }, "log.level", "must be one of debug, info, warn, error"},
 		{"log format", func(d tree) { sub(d, "log")["format"] = "text" }, "log.format", "must be one of json, console"},
 		{"shutdown_timeout zero", func(d tree) { d["shutdown_timeout"] = "0s" }, "shutdown_timeout", "must be greater than 0"},

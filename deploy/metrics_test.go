@@ -165,6 +165,7 @@ backends:
 		t.Fatal(err)
 	}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, adminURL+"/v1/backends/orders/rotate?wait=1", nil)
+	req.Header.Set(admin.MarkerHeader, "1")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

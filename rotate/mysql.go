@@ -135,7 +135,7 @@ func (s *mysqlSession) account(ctx context.Context, user string) (string, error)
 	case 0:
 		return "", fmt.Errorf("user %s does not exist", user)
 	case 1:
-		return mysqlAccount(user, hosts[0]), nil
+		return MySQLAccount(user, hosts[0]), nil
 	}
 	return "", fmt.Errorf("user %s exists for %d hosts; credswap rotates accounts that exist for one host", user, len(hosts))
 }
@@ -244,9 +244,9 @@ func (m MySQL) KeepOnly(ctx context.Context, admin creds.Credential, user, passw
 func setPasswordSQL(srv server, acct, password string, login bool) string {
 	var stmt string
 	if srv.mariadb {
-		stmt = "ALTER USER " + acct + " IDENTIFIED VIA mysql_native_password USING " + mysqlQuote(nativeHash(password))
+		stmt = "ALTER USER " + acct + " IDENTIFIED VIA mysql_native_password USING " + QuoteMySQLString(nativeHash(password))
 	} else {
-		stmt = "ALTER USER " + acct + " IDENTIFIED BY " + mysqlQuote(password)
+		stmt = "ALTER USER " + acct + " IDENTIFIED BY " + QuoteMySQLString(password)
 	}
 	if login {
 		stmt += " ACCOUNT UNLOCK"
@@ -259,10 +259,10 @@ func setPasswordSQL(srv server, acct, password string, login bool) string {
 func dualPasswordSQL(srv server, acct, current, next string) (string, error) {
 	switch {
 	case srv.mariadb && srv.atLeast(10, 4, 0):
-		return "ALTER USER " + acct + " IDENTIFIED VIA mysql_native_password USING " + mysqlQuote(nativeHash(current)) +
-			" OR mysql_native_password USING " + mysqlQuote(nativeHash(next)), nil
+		return "ALTER USER " + acct + " IDENTIFIED VIA mysql_native_password USING " + QuoteMySQLString(nativeHash(current)) +
+			" OR mysql_native_password USING " + QuoteMySQLString(nativeHash(next)), nil
 	case !srv.mariadb && srv.atLeast(8, 0, 14):
-		return "ALTER USER " + acct + " IDENTIFIED BY " + mysqlQuote(next) + " RETAIN CURRENT PASSWORD", nil
+		return "ALTER USER " + acct + " IDENTIFIED BY " + QuoteMySQLString(next) + " RETAIN CURRENT PASSWORD", nil
 	}
 	return "", fmt.Errorf("dual passwords need MySQL 8.0.14 or MariaDB 10.4 or newer (server is %d.%d.%d)",
 		srv.version[0], srv.version[1], srv.version[2])
@@ -276,7 +276,7 @@ func keepOnlySQL(srv server, acct, password string) []string {
 	// MySQL: make it the primary password (if it is not), then drop the
 	// secondary one.
 	return []string{
-		"ALTER USER " + acct + " IDENTIFIED BY " + mysqlQuote(password),
+		"ALTER USER " + acct + " IDENTIFIED BY " + QuoteMySQLString(password),
 		"ALTER USER " + acct + " DISCARD OLD PASSWORD",
 	}
 }
@@ -288,13 +288,19 @@ func nativeHash(password string) string {
 	return "*" + strings.ToUpper(hex.EncodeToString(h2[:]))
 }
 
-// mysqlAccount quotes 'user'@'host'.
-func mysqlAccount(user, host string) string { return mysqlQuote(user) + "@" + mysqlQuote(host) }
+// MySQLAccount quotes an account as 'user'@'host' with [QuoteMySQLString],
+// as every rotation statement names it.
+func MySQLAccount(user, host string) string {
+	return QuoteMySQLString(user) + "@" + QuoteMySQLString(host)
+}
 
-// mysqlQuote quotes a string literal for the default sql_mode (backslash
-// escapes on). Generated passwords never contain quotes or backslashes
-// (see checkMySQLAlphabet), so NO_BACKSLASH_ESCAPES does not matter for them.
-func mysqlQuote(s string) string {
+// QuoteMySQLString quotes s as a MySQL/MariaDB string literal for the
+// default sql_mode (backslash escapes on): a backslash is doubled and a
+// single quote becomes two. The rotation statements and the SQL printed by
+// setup-users quote user, host and role names with it. Generated passwords
+// never contain quotes or backslashes (see checkMySQLAlphabet), so
+// NO_BACKSLASH_ESCAPES does not matter for them.
+func QuoteMySQLString(s string) string {
 	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `''`).Replace(s) + "'"
 }
 

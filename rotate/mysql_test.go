@@ -16,7 +16,7 @@ func TestMySQLStatements(t *testing.T) {
 	maria := parseServerVersion("10.11.19-MariaDB-0+deb12u1")
 	mysql8 := parseServerVersion("8.0.36")
 	mysqlOld := parseServerVersion("8.0.13")
-	acct := mysqlAccount("app", "%")
+	acct := MySQLAccount("app", "%")
 	if h := nativeHash("password"); h != "*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19" {
 		t.Fatalf("nativeHash: %s", h)
 	}
@@ -28,7 +28,8 @@ func TestMySQLStatements(t *testing.T) {
 			"ALTER USER 'app'@'%' IDENTIFIED VIA mysql_native_password USING '*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19' OR mysql_native_password USING '*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19'"},
 		{must(dualPasswordSQL(mysql8, acct, "old", "n3w")), "ALTER USER 'app'@'%' IDENTIFIED BY 'n3w' RETAIN CURRENT PASSWORD"},
 		{strings.Join(keepOnlySQL(mysql8, acct, "n3w"), "; "), "ALTER USER 'app'@'%' IDENTIFIED BY 'n3w'; ALTER USER 'app'@'%' DISCARD OLD PASSWORD"},
-		{mysqlAccount("o'brien", "10.0.0.%"), `'o''brien'@'10.0.0.%'`},
+		{MySQLAccount("o'brien", "10.0.0.%"), `'o''brien'@'10.0.0.%'`},
+		{MySQLAccount(`a\'b`, "%"), `'a\\''b'@'%'`},
 	}
 	for _, c := range cases {
 		if c.got != c.want {

@@ -253,6 +253,7 @@ func TestConcurrentRotationAndSchedule(t *testing.T) {
 	// Schedule on with a 2 s interval: it rotates repeatedly; off stops it.
 	put := func(body string) {
 		req, _ := http.NewRequest(http.MethodPut, p.AdminURL+"/v1/backends/pg/schedule", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("PUT schedule %s: %v %v", body, err, resp)

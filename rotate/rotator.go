@@ -14,6 +14,7 @@ import (
 
 	"github.com/credswap/credswap/config"
 	"github.com/credswap/credswap/creds"
+	"github.com/credswap/credswap/internal/logging"
 	"github.com/credswap/credswap/proxy"
 )
 
@@ -122,7 +123,8 @@ func New(o Options) (*Rotator, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Rotator{o: o, log: o.Logger.With(zap.String("backend", o.Backend.Name())), j: j,
+	// Every rotation line is an audit record: never sampled away.
+	r := &Rotator{o: o, log: o.Logger.With(zap.String("backend", o.Backend.Name()), logging.Audit()), j: j,
 		schedOn: o.Config.Schedule.Enabled, interval: o.Config.Schedule.Interval.D(), kick: make(chan struct{}, 1)}
 	switch o.Config.Publish.To {
 	case "file":

@@ -35,6 +35,8 @@ func (c *adminClient) do(method, path string, out any) error {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	req.Header.Set("X-Credswap-Trigger", "cli")
+	// Required on POST and PUT (docs/security.md); sent on every request.
+	req.Header.Set(admin.MarkerHeader, "1")
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return err

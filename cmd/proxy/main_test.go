@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os/exec"
 	"syscall"
@@ -241,27 +242,36 @@ func TestSetupUsersSQL(t *testing.T) {
 }
 
 // TestSetupUsersSQLMariaDB runs the printed statements on MariaDB: both
-// logins get the role as their default, the second starts locked.
+// logins get the role as their default, the second starts locked. The
+// second case has user names with a backslash and a quote, which must
+// reach the server unchanged.
 func TestSetupUsersSQLMariaDB(t *testing.T) {
 	m := testenv.MariaDBServer(t)
-	suffix := proxytest.Random(3)
-	a, b := "su_a_"+suffix, "su_b_"+suffix
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "pw"), []byte("x\n"), 0o600)
-	os.WriteFile(filepath.Join(dir, "c.json"), []byte(`{"username": "`+a+`", "password": "x"}`), 0o600)
-	os.WriteFile(filepath.Join(dir, "admin.json"), []byte(`{"username": "root", "password": "x"}`), 0o600)
-	cfg := fmt.Sprintf("backends:\n  - name: shop-%s\n    protocol: mysql\n    listen: 127.0.0.1:0\n    upstream: %s\n    clients: [{user: app, password_file: pw}]\n    credential: {source: file, path: c.json}\n    rotation: {strategy: alternating-users, users: [%s, %s], admin_credential: {source: file, path: admin.json}}\n", suffix, m.Addr(), a, b)
-	path := filepath.Join(dir, "c.yaml")
-	os.WriteFile(path, []byte(cfg), 0o600)
-	out, err := cli(t, "setup-users", "shop-"+suffix, "-c", path)
-	if err != nil {
-		t.Fatalf("setup-users: %v\n%s", err, out)
-	}
-	// The users and the role stay in the throwaway server; their names are unique.
-	m.Exec(t, out)
-	got := m.Query(t, fmt.Sprintf("SELECT GROUP_CONCAT(CONCAT(User, ':', JSON_VALUE(Priv, '$.default_role'), ':', IF(JSON_VALUE(Priv, '$.account_locked') IN ('1', 'true'), 'locked', 'open')) ORDER BY User) FROM mysql.global_priv WHERE User IN ('%s', '%s')", a, b))
-	want := fmt.Sprintf("%s:shop_%s_owner:open,%s:shop_%s_owner:locked", a, suffix, b, suffix)
-	if got != want {
-		t.Fatalf("after setup-users: %q, want %q", got, want)
+	for _, tc := range []struct{ name, mark string }{{"plain", ""}, {"backslash and quote", `\'q`}} {
+		t.Run(tc.name, func(t *testing.T) {
+			suffix := proxytest.Random(3)
+			a, b := "su_a_"+suffix+tc.mark, "su_b_"+suffix+tc.mark
+			dir := t.TempDir()
+			cred, _ := json.Marshal(map[string]string{"username": a, "password": "x"})
+			os.WriteFile(filepath.Join(dir, "pw"), []byte("x\n"), 0o600)
+			os.WriteFile(filepath.Join(dir, "c.json"), cred, 0o600)
+			os.WriteFile(filepath.Join(dir, "admin.json"), []byte(`{"username": "root", "password": "x"}`), 0o600)
+			yamlUsers, _ := json.Marshal([]string{a, b}) // a JSON array is a YAML flow sequence
+			cfg := fmt.Sprintf("backends:\n  - name: shop-%s\n    protocol: mysql\n    listen: 127.0.0.1:0\n    upstream: %s\n    clients: [{user: app, password_file: pw}]\n    credential: {source: file, path: c.json}\n    rotation: {strategy: alternating-users, users: %s, admin_credential: {source: file, path: admin.json}}\n", suffix, m.Addr(), yamlUsers)
+			path := filepath.Join(dir, "c.yaml")
+			os.WriteFile(path, []byte(cfg), 0o600)
+			out, err := cli(t, "setup-users", "shop-"+suffix, "-c", path)
+			if err != nil {
+				t.Fatalf("setup-users: %v\n%s", err, out)
+			}
+			// The users and the role stay in the throwaway server; their names are unique.
+			m.Exec(t, out)
+			// Names are compared in hex, so that this query needs no quoting of its own.
+			got := m.Query(t, fmt.Sprintf("SELECT GROUP_CONCAT(CONCAT(HEX(User), ':', JSON_VALUE(Priv, '$.default_role'), ':', IF(JSON_VALUE(Priv, '$.account_locked') IN ('1', 'true'), 'locked', 'open')) ORDER BY User) FROM mysql.global_priv WHERE HEX(User) IN ('%X', '%X')", a, b))
+			want := fmt.Sprintf("%X:shop_%s_owner:open,%X:shop_%s_owner:locked", a, suffix, b, suffix)
+			if got != want {
+				t.Fatalf("after setup-users: %q, want %q", got, want)
+			}
+		})
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -15,15 +16,26 @@ import (
 	"github.com/credswap/credswap/config"
 	"github.com/credswap/credswap/creds"
 	"github.com/credswap/credswap/internal/app"
+	"github.com/credswap/credswap/internal/logging"
 )
 
+// newLogger builds the process logger. JSON logs are sampled as zap's
+// production logger samples them (per second and message, the first 100
+// entries, then every 100th), except entries marked logging.Audit: failed
+// client logins, admin API calls and rotation lines are all written.
 func newLogger(c config.Log) (*zap.Logger, error) {
 	var zc zap.Config
+	var opts []zap.Option
 	if c.Format == "console" {
-		zc = zap.NewDevelopmentConfig()
+		zc = zap.NewDevelopmentConfig() // not sampled
 	} else {
 		zc = zap.NewProductionConfig()
 		zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+		s := zc.Sampling
+		zc.Sampling = nil
+		opts = append(opts, zap.WrapCore(func(core zapcore.Core) zapcore.Core {
+			return logging.NewSampledCore(core, time.Second, s.Initial, s.Thereafter)
+		}))
 	}
 	lvl, err := zapcore.ParseLevel(c.Level)
 	if err != nil {
@@ -31,7 +43,7 @@ func newLogger(c config.Log) (*zap.Logger, error) {
 	}
 	zc.Level = zap.NewAtomicLevelAt(lvl)
 	zc.DisableStacktrace = lvl > zapcore.DebugLevel
-	return zc.Build()
+	return zc.Build(opts...)
 }
 
 func runProxy(ctx context.Context, path string) error {

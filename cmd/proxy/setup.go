@@ -10,6 +10,7 @@ import (
 
 	"github.com/credswap/credswap/config"
 	"github.com/credswap/credswap/proxy/postgres"
+	"github.com/credswap/credswap/rotate"
 )
 
 func setupUsersCommand(configPath *string) *cobra.Command {
@@ -87,13 +88,14 @@ REASSIGN OWNED BY %s TO %s;
 // rights and is the default role of both logins; the second login starts
 // locked until the first rotation unlocks it.
 func printMySQLSetupSQL(w io.Writer, b config.Backend, owner string) {
-	q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 	r := b.Rotation
-	a, c, o := q(r.Users[0])+"@'%'", q(r.Users[1])+"@'%'", q(owner)
+	a, c := rotate.MySQLAccount(r.Users[0], "%"), rotate.MySQLAccount(r.Users[1], "%")
+	o := rotate.QuoteMySQLString(owner)
 	fmt.Fprintf(w, `-- credswap setup-users %s: alternating-users on MySQL 8 / MariaDB 10.4+.
 -- Run once as an administrator. Use the accounts' real host instead of '%%'
 -- if they are not for any host (credswap looks the host up by user name;
--- each user must exist for one host only).
+-- each user must exist for one host only). Names are quoted for the default
+-- sql_mode (backslash escapes on), as in credswap's rotation statements.
 
 -- A role holds the application's rights; grant to it from now on.
 CREATE ROLE %s;

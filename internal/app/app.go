@@ -121,12 +121,14 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 		}
 	}
 	a.admin = admin.New(admin.Options{
-		Backends:  rts,
-		Rotators:  rotators,
-		TokenFile: cfg.Admin.TokenFile,
-		Gatherer:  opts.Registry,
-		Version:   opts.Version,
-		Logger:    a.log.Named("admin"),
+		Backends:     rts,
+		Rotators:     rotators,
+		TokenFile:    cfg.Admin.TokenFile,
+		AllowedHosts: cfg.Admin.AllowedHosts,
+		MaxConns:     cfg.Admin.MaxConnections,
+		Gatherer:     opts.Registry,
+		Version:      opts.Version,
+		Logger:       a.log.Named("admin"),
 	})
 	if err := a.admin.Listen(cfg.Admin.Listen); err != nil {
 		return nil, fmt.Errorf("admin listener: %w", err)

@@ -234,6 +234,7 @@ func (p *Proxy) AdminDo(t testing.TB, method, path string, out any) int {
 	if err != nil {
 		t.Fatal(err)
 	}
+	req.Header.Set(admin.MarkerHeader, "1") // as the CLI does; required on POST and PUT
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/credswap/credswap/creds"
+	"github.com/credswap/credswap/internal/logging"
 	"github.com/credswap/credswap/proxy"
 	"github.com/credswap/credswap/proxy/internal/relaybuf"
 )
@@ -350,7 +351,11 @@ func (l *login) OnAuthFailure(c *server.Conn, err error) {
 			code = proxy.CodeTLSRequired
 		}
 		l.h.b.CountClientError(code)
-		log.Info("client refused", zap.String("code", code.String()), zap.Uint16("mysql_error", me.Code))
+		fields := []zap.Field{zap.String("code", code.String()), zap.Uint16("mysql_error", me.Code)}
+		if code == proxy.CodeClientAuthFailed {
+			fields = append(fields, logging.Audit()) // never sampled away
+		}
+		log.Info("client refused", fields...)
 		return // go-mysql sends it as it is: a *MyError built by the proxy or go-mysql's standard text
 	}
 	// Anything else would reach the client with go-mysql's internal text:
@@ -376,7 +381,11 @@ func (l *login) OnAuthFailure(c *server.Conn, err error) {
 		l.h.b.CountClientAuthFailure()
 	}
 	l.h.b.CountClientError(e.Code)
-	log.Info("client refused", zap.String("code", e.Code.String()), zap.Error(err))
+	fields := []zap.Field{zap.String("code", e.Code.String()), zap.Error(err)}
+	if e.Code == proxy.CodeClientAuthFailed {
+		fields = append(fields, logging.Audit()) // never sampled away
+	}
+	log.Info("client refused", fields...)
 	me2 := &myError{Code: code, State: state, Message: e.Msg}
 	pkt := appendErr(make([]byte, 0, 64), 0, me2)
 	c.WritePacket(append(make([]byte, 4, 4+len(pkt)-4), pkt[4:]...))

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/credswap/credswap/creds"
+	"github.com/credswap/credswap/internal/logging"
 	"github.com/credswap/credswap/proxy"
 	"github.com/credswap/credswap/proxy/internal/relaybuf"
 )
@@ -306,7 +307,11 @@ func (h *Handler) ServeConn(ctx context.Context, conn net.Conn) {
 func (h *Handler) reject(conn net.Conn, log *zap.Logger, err error) {
 	pe := proxy.AsError(err)
 	h.b.CountClientError(pe.Code)
-	log.Info("client refused", zap.String("code", pe.Code.String()), zap.Error(pe))
+	fields := []zap.Field{zap.String("code", pe.Code.String()), zap.Error(pe)}
+	if pe.Code == proxy.CodeClientAuthFailed {
+		fields = append(fields, logging.Audit()) // never sampled away
+	}
+	log.Info("client refused", fields...)
 	conn.SetWriteDeadline(time.Now().Add(time.Second))
 	conn.Write(appendFatal(nil, pe))
 }
