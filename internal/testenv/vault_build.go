@@ -87,6 +87,7 @@ func BuildVault(ctx context.Context) (string, error) {
 	// The name stays "vault" so the process reads as `vault server -dev ...` in ps.
 	bin := filepath.Join(binDir, "vault")
 	if isExecutable(bin) {
+		removeStaleBuilds(ctx, cacheDir, binDir)
 		return bin, nil
 	}
 
@@ -105,6 +106,26 @@ func BuildVault(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return bin, nil
+}
+
+// removeStaleBuilds removes the temp files of builds into binDir that
+// were killed before they could clean up (a test binary stopped
+// mid-build). It takes the build lock, so no build that is still running
+// loses its file; errors are ignored: the files only take space.
+func removeStaleBuilds(ctx context.Context, cacheDir, binDir string) {
+	stale, _ := filepath.Glob(filepath.Join(binDir, ".vault-*.tmp"))
+	if len(stale) == 0 {
+		return
+	}
+	unlock, err := lockFile(ctx, filepath.Join(cacheDir, ".build.lock"))
+	if err != nil {
+		return
+	}
+	defer unlock()
+	stale, _ = filepath.Glob(filepath.Join(binDir, ".vault-*.tmp"))
+	for _, f := range stale {
+		os.Remove(f)
+	}
 }
 
 // buildVault runs `go build` in toolsDir to a temp file next to bin and renames it to bin.
