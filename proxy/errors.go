@@ -37,6 +37,10 @@ const (
 	CodeDrainDeadline
 	// CodeFeatureNotSupported is a request the proxy refuses (e.g. replication).
 	CodeFeatureNotSupported
+	// CodeClientDisconnected is a client that closed its connection in the
+	// middle of logging in (psql does, to prompt for a password). Nothing
+	// is sent to it; it is counted apart from authentication failures.
+	CodeClientDisconnected
 )
 
 var codeNames = [...]string{
@@ -52,6 +56,7 @@ var codeNames = [...]string{
 	CodeHandshakeTimeout:    "handshake_timeout",
 	CodeDrainDeadline:       "drain_deadline",
 	CodeFeatureNotSupported: "feature_not_supported",
+	CodeClientDisconnected:  "client_disconnected",
 }
 
 // String returns the snake_case name used as the metrics label.

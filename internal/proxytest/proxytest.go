@@ -4,6 +4,7 @@
 package proxytest
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -246,6 +247,30 @@ func (p *Proxy) AdminDo(t testing.TB, method, path string, out any) int {
 		}
 	}
 	return resp.StatusCode
+}
+
+// Metric returns the value of one series of /metrics, named exactly as
+// exposed (`credswap_client_errors_total{backend="pg",code="internal"}`),
+// or -1 if the proxy does not export it.
+func (p *Proxy) Metric(t testing.TB, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(p.AdminURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", series, err)
+			}
+			return f
+		}
+	}
+	return -1
 }
 
 // Eventually polls cond until it holds or timeout passes.

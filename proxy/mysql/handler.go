@@ -8,7 +8,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"slices"
 	"strconv"
@@ -361,14 +360,24 @@ func (l *login) OnAuthFailure(c *server.Conn, err error) {
 	// Anything else would reach the client with go-mysql's internal text:
 	// send a generic error instead and drop go-mysql's.
 	defer l.hc.swallow.Store(true)
-	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+	// go-mysql wraps read errors as text: the connection's own read error
+	// tells a timeout or a client that left (neither is an authentication
+	// failure) from a bad handshake.
+	cause := err
+	if l.hc.readErr != nil {
+		cause = l.hc.readErr
+	}
+	if clientLeft(cause) {
+		if l.hc.read > 0 { // not a port probe: it had started to log in
+			l.h.b.CountClientError(proxy.CodeClientDisconnected)
+		}
 		log.Debug("client left during the handshake", zap.Error(err))
 		return
 	}
 	e := proxy.Errorf(proxy.CodeProtocolViolation, err, "Bad handshake")
 	code, state := uint16(erHandshake), "08S01"
 	switch {
-	case isTimeout(err):
+	case isTimeout(cause):
 		e = proxy.Errorf(proxy.CodeHandshakeTimeout, err, "Bad handshake: timed out")
 	case errors.Is(err, rsa.ErrDecryption):
 		// libmariadb-based clients (the mariadb CLI, sysbench) answer
@@ -388,6 +397,7 @@ func (l *login) OnAuthFailure(c *server.Conn, err error) {
 	log.Info("client refused", fields...)
 	me2 := &myError{Code: code, State: state, Message: e.Msg}
 	pkt := appendErr(make([]byte, 0, 64), 0, me2)
+	l.hc.Conn.SetWriteDeadline(time.Now().Add(time.Second)) // the handshake's may have passed (a timeout)
 	c.WritePacket(append(make([]byte, 4, 4+len(pkt)-4), pkt[4:]...))
 }
 

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"sync/atomic"
+	"syscall"
 )
 
 // Limits on what a client may send before it is authenticated.
@@ -61,6 +63,10 @@ type handshakeConn struct {
 	tls           bool        // the first packet was an SSLRequest
 	swallow       atomic.Bool // drop further writes (go-mysql's unsanitized ERR)
 	done          atomic.Bool
+	// readErr is the last error reading from the client during the
+	// handshake. go-mysql keeps only its text, so this is what tells a
+	// timeout or a client that left from a bad handshake.
+	readErr error
 }
 
 func (c *handshakeConn) Read(p []byte) (int, error) {
@@ -74,6 +80,9 @@ func (c *handshakeConn) Read(p []byte) (int, error) {
 		p = p[:maxHandshakeBytes-c.read]
 	}
 	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.readErr = err
+	}
 	c.read += n
 	if c.hdrN < 4 && n > 0 {
 		k := copy(c.hdr[c.hdrN:], p[:n])
@@ -87,6 +96,13 @@ func (c *handshakeConn) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// clientLeft reports whether a read error means the client closed the
+// connection.
+func clientLeft(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, syscall.ECONNRESET)
 }
 
 func (c *handshakeConn) Write(p []byte) (int, error) {

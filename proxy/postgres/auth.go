@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"syscall"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/xdg-go/scram"
@@ -34,7 +36,18 @@ type authConn struct {
 	cbData []byte
 }
 
+// authFailed is the error of a failed exchange. Only a wrong password, an
+// unknown user or an exchange the client got wrong is an authentication
+// failure; a client that stopped answering timed out, and one that closed
+// the connection left (psql does, to prompt for a password).
 func authFailed(user string, cause error) *proxy.Error {
+	switch {
+	case isTimeout(cause):
+		return proxy.Errorf(proxy.CodeHandshakeTimeout, cause, "canceling authentication due to timeout")
+	case errors.Is(cause, io.EOF), errors.Is(cause, io.ErrUnexpectedEOF), errors.Is(cause, net.ErrClosed),
+		errors.Is(cause, syscall.ECONNRESET), errors.Is(cause, syscall.EPIPE):
+		return proxy.Errorf(proxy.CodeClientDisconnected, cause, "client closed the connection during authentication")
+	}
 	return proxy.Errorf(proxy.CodeClientAuthFailed, cause, "password authentication failed for user %q", user)
 }
 

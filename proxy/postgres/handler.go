@@ -231,11 +231,13 @@ func (h *Handler) ServeConn(ctx context.Context, conn net.Conn) {
 	}
 	final, perr := authenticate(ac, h.users.Load())
 	if perr != nil {
-		if perr.Code == proxy.CodeClientAuthFailed {
+		switch perr.Code {
+		case proxy.CodeClientAuthFailed:
 			h.b.CountClientAuthFailure()
-		}
-		if isTimeout(perr.Err) {
-			perr = proxy.Errorf(proxy.CodeHandshakeTimeout, perr.Err, "canceling authentication due to timeout")
+		case proxy.CodeClientDisconnected: // nobody left to tell
+			h.b.CountClientError(perr.Code)
+			log.Debug("client left during authentication", zap.Error(perr.Err))
+			return
 		}
 		h.reject(conn, log, perr)
 		return
