@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -425,18 +423,7 @@ func TestStateFuzzMySQL(t *testing.T) {
 	p := proxytest.StartMySQL(t, m, userA, passA)
 
 	cases := slices.Clone(myFuzzRegressions)
-	n, first := 240, uint64(1)
-	if v := os.Getenv("CREDSWAP_STATEFUZZ_CASES"); v != "" {
-		n, _ = strconv.Atoi(v)
-	}
-	switch v := os.Getenv("CREDSWAP_STATEFUZZ_SEED"); v {
-	case "":
-	case "random":
-		first = rand.Uint64() >> 1
-	default:
-		first, _ = strconv.ParseUint(v, 10, 64)
-	}
-	t.Logf("%d regression cases and %d generated cases from seed %d", len(cases), n, first)
+	n, first := proxytest.StateFuzzCases(t)
 	for i := range n {
 		cases = append(cases, genMyCase(first+uint64(i)))
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -521,18 +520,7 @@ func TestStateFuzzPostgres(t *testing.T) {
 	p := proxytest.Start(t, pg, userA, passA, withTLS(t, ca, false))
 
 	cases := slices.Clone(pgFuzzRegressions)
-	n, first := 240, uint64(1)
-	if v := os.Getenv("CREDSWAP_STATEFUZZ_CASES"); v != "" {
-		n, _ = strconv.Atoi(v)
-	}
-	switch v := os.Getenv("CREDSWAP_STATEFUZZ_SEED"); v {
-	case "":
-	case "random":
-		first = rand.Uint64() >> 1
-	default:
-		first, _ = strconv.ParseUint(v, 10, 64)
-	}
-	t.Logf("%d regression cases and %d generated cases from seed %d", len(cases), n, first)
+	n, first := proxytest.StateFuzzCases(t)
 	for i := range n {
 		cases = append(cases, genPGCase(first+uint64(i)))
 	}
