@@ -256,6 +256,14 @@ type Limits struct {
 	// MaxClientConns is the most client connections at once; more are
 	// refused (PostgreSQL 53300).
 	MaxClientConns int `yaml:"max_client_conns"`
+	// MaxHandshakes is the most client connections that have not
+	// authenticated yet; they hold no session slot. A connection beyond it
+	// takes the place of the oldest handshake if that has been running for
+	// 100 ms, else waits for a turn (as many may wait as may log in).
+	MaxHandshakes int `yaml:"max_handshakes"`
+	// MaxHandshakesPerSource is the same bound per client IP address
+	// (0: none).
+	MaxHandshakesPerSource int `yaml:"max_handshakes_per_source"`
 	// HandshakeTimeout bounds TLS, startup and authentication of a client.
 	HandshakeTimeout Duration `yaml:"handshake_timeout"`
 	// ConnectTimeout is how long a client waits for a backend connection,

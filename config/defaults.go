@@ -22,6 +22,8 @@ const (
 	defaultDrainDeadline    = 60 * time.Second
 	defaultOnDeadline       = "keep"
 	defaultMaxClientConns   = 1000
+	defaultMaxHandshakes    = 256
+	defaultMaxHandshakesSrc = 32
 	defaultHandshakeTimeout = 10 * time.Second
 	defaultConnectTimeout   = 15 * time.Second
 	defaultMaxMessageSize   = 64 * miB
@@ -92,6 +94,8 @@ func applyDefaults(c *Config, given fieldSet) {
 		setDefault(given, &b.DrainDeadline, Duration(defaultDrainDeadline))
 		setDefault(given, &b.OnDeadline, defaultOnDeadline)
 		setDefault(given, &b.Limits.MaxClientConns, defaultMaxClientConns)
+		setDefault(given, &b.Limits.MaxHandshakes, defaultMaxHandshakes)
+		setDefault(given, &b.Limits.MaxHandshakesPerSource, defaultMaxHandshakesSrc)
 		setDefault(given, &b.Limits.HandshakeTimeout, Duration(defaultHandshakeTimeout))
 		setDefault(given, &b.Limits.ConnectTimeout, Duration(defaultConnectTimeout))
 		setDefault(given, &b.Limits.MaxMessageSize, ByteSize(defaultMaxMessageSize))

@@ -173,6 +173,12 @@ func (v *validator) backend(p string, b *Backend) {
 	if l.MaxClientConns < 1 {
 		v.bad(p+".limits.max_client_conns", at(&l.MaxClientConns), "must be at least 1")
 	}
+	if l.MaxHandshakes < 1 {
+		v.bad(p+".limits.max_handshakes", at(&l.MaxHandshakes), "must be at least 1")
+	}
+	if l.MaxHandshakesPerSource < 0 {
+		v.bad(p+".limits.max_handshakes_per_source", at(&l.MaxHandshakesPerSource), "must not be negative (0: no limit)")
+	}
 	v.positive(p+".limits.handshake_timeout", at(&l.HandshakeTimeout), l.HandshakeTimeout)
 	v.positive(p+".limits.connect_timeout", at(&l.ConnectTimeout), l.ConnectTimeout)
 	if l.MaxMessageSize < minMessageSize || l.MaxMessageSize > maxMessageSize {

@@ -53,6 +53,12 @@ type BackendOptions struct {
 	Store *creds.Store
 	// MaxClientConns caps admitted client sessions.
 	MaxClientConns int
+	// MaxHandshakes and MaxHandshakesPerSource bound the client
+	// connections that have not authenticated yet, in total and per source
+	// address (see HandshakeGate; 0 per source: unlimited). MaxHandshakes
+	// defaults to 256.
+	MaxHandshakes          int
+	MaxHandshakesPerSource int
 	// MaxIdle and IdleTimeout configure the pool.
 	MaxIdle     int
 	IdleTimeout time.Duration
@@ -85,9 +91,11 @@ type Backend struct {
 	Sessions *Registry
 	Conns    ConnCounter
 
-	clients   atomic.Int64
-	listening atomic.Bool
-	listen    atomic.Pointer[string]
+	clients    atomic.Int64
+	handshakes *HandshakeGate
+	throttle   *AuthThrottle
+	listening  atomic.Bool
+	listen     atomic.Pointer[string]
 	// target is the generation sessions are moved to. It trails
 	// Store.Current while a new generation's pool is warmed.
 	target atomic.Pointer[creds.Generation]
@@ -111,6 +119,9 @@ func NewBackend(opts BackendOptions) *Backend {
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(nil)
 	}
+	if opts.MaxHandshakes <= 0 {
+		opts.MaxHandshakes = 256
+	}
 	b := &Backend{
 		opts:  opts,
 		log:   opts.Logger,
@@ -119,6 +130,9 @@ func NewBackend(opts BackendOptions) *Backend {
 	}
 	b.listen.Store(&opts.Listen)
 	b.m = opts.Metrics.forBackend(opts.Name)
+	b.handshakes = NewHandshakeGate(opts.MaxHandshakes, opts.MaxHandshakesPerSource)
+	b.handshakes.evicted = b.m.handshakesEvicted.Inc
+	b.throttle = NewAuthThrottle()
 	b.drain = newDrainer(b)
 	b.Sessions = NewRegistry(b.drain.progress)
 	opts.Metrics.track(b)

@@ -19,6 +19,8 @@ type Metrics struct {
 	backendAuthFailures *prometheus.CounterVec
 	switchSeconds       *prometheus.HistogramVec
 	sessionPanics       *prometheus.CounterVec
+	handshakesEvicted   *prometheus.CounterVec
+	loginDelays         *prometheus.CounterVec
 
 	mu       sync.Mutex
 	backends []*Backend
@@ -53,10 +55,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "session_panics_total",
 			Help: "Panics recovered in goroutines working for a session; each ended only that session (the log has the stack).",
 		}, []string{"backend"}),
+		handshakesEvicted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "handshakes_evicted_total",
+			Help: "Client connections closed before they authenticated to make room for a newer one (limits.max_handshakes, limits.max_handshakes_per_source).",
+		}, []string{"backend"}),
+		loginDelays: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "login_delays_total",
+			Help: "Client login attempts made to wait after repeated failures, by what the delay was keyed on (source address or user name).",
+		}, []string{"backend", "scope"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.clientAuthFailures, m.clientErrors, m.switches, m.backendAuthFailures, m.switchSeconds,
-			m.sessionPanics, (*collector)(m))
+			m.sessionPanics, m.handshakesEvicted, m.loginDelays, (*collector)(m))
 	}
 	return m
 }
@@ -69,6 +79,8 @@ type backendMetrics struct {
 	backendAuthFailures prometheus.Counter
 	switchSeconds       prometheus.Observer
 	sessionPanics       prometheus.Counter
+	handshakesEvicted   prometheus.Counter
+	loginDelays         *prometheus.CounterVec
 }
 
 func (m *Metrics) forBackend(name string) *backendMetrics {
@@ -80,6 +92,11 @@ func (m *Metrics) forBackend(name string) *backendMetrics {
 		backendAuthFailures: m.backendAuthFailures.With(l),
 		switchSeconds:       m.switchSeconds.With(l),
 		sessionPanics:       m.sessionPanics.With(l),
+		handshakesEvicted:   m.handshakesEvicted.With(l),
+		loginDelays:         m.loginDelays.MustCurryWith(l),
+	}
+	for _, s := range []ThrottleScope{ThrottleSource, ThrottleUser} {
+		bm.loginDelays.WithLabelValues(string(s))
 	}
 	// Every code starts at 0, so its series exists before the first error:
 	// increase() then counts the first one, and dashboards and alerts find
@@ -123,6 +140,8 @@ var (
 		"1 when the adopted credential passed a test login, else 0.", []string{"backend"}, nil)
 	descDrainPending = prometheus.NewDesc(namespace+"_drain_pending_sessions",
 		"Sessions still on a credential generation older than the one they are being moved to.", []string{"backend"}, nil)
+	descHandshakes = prometheus.NewDesc(namespace+"_client_handshakes",
+		"Client connections that have not authenticated yet (they hold no session slot).", []string{"backend"}, nil)
 	descDrainOverdue = prometheus.NewDesc(namespace+"_drain_overdue",
 		"1 while a drain is incomplete past its drain_deadline (sessions kept on a replaced credential), else 0.", []string{"backend"}, nil)
 )
@@ -131,7 +150,7 @@ var (
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descClientSessions, descBackendConns, descIdleConns, descGeneration,
 		descExpiry, descPinned, descSwitchFailing, descAdoptFailures, descAdoptFailing, descVerified,
-		descDrainPending, descDrainOverdue} {
+		descDrainPending, descDrainOverdue, descHandshakes} {
 		ch <- d
 	}
 }
@@ -145,6 +164,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		name := b.Name()
 		sessions := b.Sessions.Snapshot()
 		ch <- prometheus.MustNewConstMetric(descClientSessions, prometheus.GaugeValue, float64(len(sessions)), name)
+		ch <- prometheus.MustNewConstMetric(descHandshakes, prometheus.GaugeValue, float64(b.handshakes.Len()), name)
 		pinned := map[string]int{}
 		failing := map[string]int{}
 		behind := 0

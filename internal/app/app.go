@@ -302,19 +302,21 @@ func (a *App) startBackend(ctx context.Context, bc config.Backend, metrics *prox
 		return nil, err
 	}
 	b.rt = proxy.NewBackend(proxy.BackendOptions{
-		Name:           bc.Name,
-		Protocol:       bc.Protocol,
-		Listen:         bc.Listen,
-		Upstream:       bc.Upstream,
-		Store:          store,
-		MaxClientConns: bc.Limits.MaxClientConns,
-		MaxIdle:        bc.Pool.MaxIdle,
-		IdleTimeout:    bc.Pool.IdleTimeout.D(),
-		ConnectTimeout: bc.Limits.ConnectTimeout.D(),
-		DrainDeadline:  bc.DrainDeadline.D(),
-		OnDeadline:     policy,
-		Logger:         log,
-		Metrics:        metrics,
+		Name:                   bc.Name,
+		Protocol:               bc.Protocol,
+		Listen:                 bc.Listen,
+		Upstream:               bc.Upstream,
+		Store:                  store,
+		MaxClientConns:         bc.Limits.MaxClientConns,
+		MaxHandshakes:          bc.Limits.MaxHandshakes,
+		MaxHandshakesPerSource: bc.Limits.MaxHandshakesPerSource,
+		MaxIdle:                bc.Pool.MaxIdle,
+		IdleTimeout:            bc.Pool.IdleTimeout.D(),
+		ConnectTimeout:         bc.Limits.ConnectTimeout.D(),
+		DrainDeadline:          bc.DrainDeadline.D(),
+		OnDeadline:             policy,
+		Logger:                 log,
+		Metrics:                metrics,
 	})
 	b.rt.Start(context.WithoutCancel(ctx))
 	fail := func(err error) (*backend, error) {

@@ -114,6 +114,7 @@ func (s *session) changeUser(ctx context.Context, n int, seq byte) (err error) {
 	if !ok {
 		return proxy.Errorf(proxy.CodeProtocolViolation, nil, "malformed COM_CHANGE_USER")
 	}
+	s.h.b.ThrottleLogin(s.client, req.user, time.Now().Add(s.h.handshakeTimeout))
 	u, known := s.h.users.Load().Lookup(req.user)
 	plugin := AuthCachingSHA2
 	if known {
@@ -141,6 +142,7 @@ func (s *session) changeUser(ctx context.Context, n int, seq byte) (err error) {
 	s.wmu.Unlock()
 	if !known || !u.checkScramble(salt, resp) {
 		s.h.b.CountClientAuthFailure()
+		s.h.b.LoginFailed(s.client, req.user)
 		return proxy.Errorf(proxy.CodeClientAuthFailed, nil, "Access denied for user '%s' (using password: YES)", req.user)
 	}
 	if plugin == AuthCachingSHA2 {

@@ -244,22 +244,22 @@ func (h *Handler) dial(ctx context.Context, gen *creds.Generation, p dialParams,
 func (h *Handler) ServeConn(ctx context.Context, conn net.Conn) {
 	defer conn.Close()
 	log := h.log.With(zap.String("client", conn.RemoteAddr().String()))
-	if !h.b.Admit() {
+	deadline := time.Now().Add(h.handshakeTimeout)
+	// Until it authenticates, the connection holds a handshake turn, not a
+	// session slot (OnAuthSuccess takes that): connections that never log
+	// in cannot lock out those that do.
+	hs, err := h.b.EnterHandshake(conn, deadline)
+	if err != nil {
 		// A MySQL server past max_connections sends ERR 1040 in place of
 		// its greeting.
-		e := proxy.Errorf(proxy.CodeTooManyClients, nil, "Too many connections")
+		e := proxy.Errorf(proxy.CodeTooManyClients, err, "Too many connections")
 		h.b.CountClientError(e.Code)
-		log.Info("client refused", zap.String("code", e.Code.String()))
+		log.Info("client refused", zap.String("code", e.Code.String()), zap.Error(err))
 		conn.SetWriteDeadline(time.Now().Add(time.Second))
 		conn.Write(appendErr(nil, 0, errorFor(e)))
 		return
 	}
-	owned := true // the client slot, until a session takes it
-	defer func() {
-		if owned {
-			h.b.Release()
-		}
-	}()
+	defer hs.Done()
 	h.addrMu.Lock()
 	if len(h.localAddrs) < 64 {
 		h.localAddrs[conn.LocalAddr().String()] = struct{}{}
@@ -274,15 +274,23 @@ func (h *Handler) ServeConn(ctx context.Context, conn net.Conn) {
 		g.version, g.collation, g.status = info.version, info.collation, info.status
 	}
 	hc := &handshakeConn{Conn: conn, greeting: g}
-	lg := &login{h: h, ctx: ctx, hc: hc, users: h.users.Load(), log: log}
-	conn.SetDeadline(time.Now().Add(h.handshakeTimeout))
+	lg := &login{h: h, ctx: ctx, hc: hc, hs: hs, deadline: deadline, users: h.users.Load(), log: log}
+	// The client slot OnAuthSuccess takes, until a session takes it over.
+	defer func() {
+		if lg.admitted {
+			h.b.Release()
+		}
+	}()
+	conn.SetDeadline(deadline)
 	sc, err := h.srv.NewCustomizedConn(hc, lg, lg)
 	if err != nil {
 		h.freeConnID(connID)
 		if lg.be != nil {
 			lg.be.Close()
 		}
-		if !lg.reported {
+		if hs.Evicted() {
+			log.Debug("handshake closed to make room for a newer connection", zap.Error(err))
+		} else if !lg.reported {
 			log.Debug("client connection ended during the handshake", zap.Error(err))
 		}
 		return
@@ -294,7 +302,7 @@ func (h *Handler) ServeConn(ctx context.Context, conn net.Conn) {
 		client = conn // plaintext: relay on the TCP connection itself
 	}
 	s := h.newSession(client, connID, sc.GetUser(), lg)
-	owned = false // finish releases it
+	lg.admitted = false // finish releases it
 	s.log().Debug("session started", zap.Uint64("generation", lg.be.gen), zap.Uint32("connection_id", connID),
 		zap.Uint32("backend_thread", lg.be.thread))
 	s.run(ctx)
@@ -309,6 +317,8 @@ type login struct {
 	h        *Handler
 	ctx      context.Context
 	hc       *handshakeConn
+	hs       *proxy.Handshake
+	deadline time.Time // the handshake's
 	users    *Users
 	log      *zap.Logger
 	db       string
@@ -316,6 +326,7 @@ type login struct {
 	key      string
 	be       *serverConn
 	reported bool // the failure was logged
+	admitted bool // holds a client slot (Backend.Admit)
 }
 
 var (
@@ -330,6 +341,7 @@ func (l *login) GetCredential(username string) (server.Credential, bool, error) 
 		return server.Credential{}, false, goMyError(errorFor(proxy.Errorf(proxy.CodeTLSRequired, nil,
 			"Connections using insecure transport are prohibited: this proxy requires TLS (connect with --ssl or tls=true)")))
 	}
+	l.h.b.ThrottleLogin(l.hc.Conn, username, l.deadline)
 	pw, plugin := l.users.credential(username)
 	return server.Credential{Passwords: []string{pw}, AuthPluginName: plugin}, true, nil
 }
@@ -339,6 +351,11 @@ func (l *login) GetCredential(username string) (server.Credential, bool, error) 
 func (l *login) OnAuthFailure(c *server.Conn, err error) {
 	l.reported = true
 	log := l.log.With(zap.String("user", c.GetUser()))
+	if l.hs.Evicted() {
+		log.Debug("handshake closed to make room for a newer connection", zap.Error(err))
+		l.hc.swallow.Store(true)
+		return
+	}
 	var me *gomysql.MyError
 	if errors.As(err, &me) {
 		code := proxy.CodeProtocolViolation
@@ -346,6 +363,7 @@ func (l *login) OnAuthFailure(c *server.Conn, err error) {
 		case erAccessDenied:
 			code = proxy.CodeClientAuthFailed
 			l.h.b.CountClientAuthFailure()
+			l.h.b.LoginFailed(l.hc.Conn, c.GetUser())
 		case erSecureTransportReq:
 			code = proxy.CodeTLSRequired
 		}
@@ -406,6 +424,15 @@ func (l *login) OnAuthFailure(c *server.Conn, err error) {
 // collation, capabilities and connection attributes.
 func (l *login) OnAuthSuccess(c *server.Conn) error {
 	h := l.h
+	l.hs.Done()
+	if !h.b.Admit() {
+		l.reported = true
+		e := proxy.Errorf(proxy.CodeTooManyClients, nil, "Too many connections")
+		h.b.CountClientError(e.Code)
+		l.log.Info("client refused", zap.String("user", c.GetUser()), zap.String("code", e.Code.String()))
+		return goMyError(errorFor(e))
+	}
+	l.admitted = true
 	caps := c.Capability() & l.hc.greeting.caps
 	l.params = dialParams{database: l.db, collation: c.Charset(), caps: caps, attrs: c.Attributes()}
 	l.key = poolKey(l.params)

@@ -193,12 +193,27 @@ type startup struct {
 func (h *Handler) ServeConn(ctx context.Context, conn net.Conn) {
 	defer conn.Close()
 	log := h.log.With(zap.String("client", conn.RemoteAddr().String()))
-	conn.SetDeadline(time.Now().Add(h.handshakeTimeout))
+	deadline := time.Now().Add(h.handshakeTimeout)
+	conn.SetDeadline(deadline)
+	// Until it authenticates, the connection holds a handshake turn, not a
+	// session slot: connections that never log in cannot lock out those
+	// that do.
+	hs, err := h.b.EnterHandshake(conn, deadline)
+	if err != nil {
+		// As PostgreSQL does when it cannot start a backend: the error is
+		// sent before the startup packet is read.
+		h.reject(conn, log, proxy.Errorf(proxy.CodeTooManyClients, err, "sorry, too many connections are logging in"))
+		return
+	}
+	defer hs.Done()
 	st, err := h.readStartup(conn)
 	if err != nil {
-		if st != nil { // the client speaks the protocol: tell it why
+		switch {
+		case hs.Evicted():
+			log.Debug("handshake closed to make room for a newer connection", zap.Error(err))
+		case st != nil: // the client speaks the protocol: tell it why
 			h.reject(st.conn, log, err)
-		} else if !errors.Is(err, io.EOF) {
+		case !errors.Is(err, io.EOF):
 			log.Debug("closing connection before startup", zap.Error(err))
 		}
 		return
@@ -212,6 +227,31 @@ func (h *Handler) ServeConn(ctx context.Context, conn net.Conn) {
 		h.reject(conn, log, proxy.Errorf(proxy.CodeTLSRequired, nil, "this proxy requires TLS (connect with sslmode=require or stronger)"))
 		return
 	}
+
+	h.b.ThrottleLogin(conn, st.user, deadline)
+	ac := &authConn{rw: conn, user: st.user, tls: st.tls, cbData: h.cbData}
+	if !st.tls {
+		ac.cbData = nil
+	}
+	final, perr := authenticate(ac, h.users.Load())
+	if perr != nil {
+		switch {
+		case hs.Evicted():
+			log.Debug("handshake closed to make room for a newer connection", zap.Error(perr.Err))
+			return
+		case perr.Code == proxy.CodeClientAuthFailed:
+			h.b.CountClientAuthFailure()
+			h.b.LoginFailed(conn, st.user)
+		case perr.Code == proxy.CodeClientDisconnected: // nobody left to tell
+			h.b.CountClientError(perr.Code)
+			log.Debug("client left during authentication", zap.Error(perr.Err))
+			return
+		}
+		h.reject(conn, log, perr)
+		return
+	}
+	hs.Done()
+	conn.SetDeadline(time.Time{})
 	if !h.b.Admit() {
 		h.reject(conn, log, proxy.Errorf(proxy.CodeTooManyClients, nil, "sorry, too many clients already"))
 		return
@@ -224,25 +264,6 @@ func (h *Handler) ServeConn(ctx context.Context, conn net.Conn) {
 			h.b.Release()
 		}
 	}()
-
-	ac := &authConn{rw: conn, user: st.user, tls: st.tls, cbData: h.cbData}
-	if !st.tls {
-		ac.cbData = nil
-	}
-	final, perr := authenticate(ac, h.users.Load())
-	if perr != nil {
-		switch perr.Code {
-		case proxy.CodeClientAuthFailed:
-			h.b.CountClientAuthFailure()
-		case proxy.CodeClientDisconnected: // nobody left to tell
-			h.b.CountClientError(perr.Code)
-			log.Debug("client left during authentication", zap.Error(perr.Err))
-			return
-		}
-		h.reject(conn, log, perr)
-		return
-	}
-	conn.SetDeadline(time.Time{})
 
 	key := poolKey(st.database, st.params)
 	cctx, cancel := context.WithTimeout(ctx, h.b.ConnectTimeout())
