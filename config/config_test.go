@@ -83,7 +83,8 @@ func fullWant() *Config {
 				DrainDeadline:  Duration(2 * time.Minute),
 				OnDeadline:     "close",
 				Limits: Limits{
-					MaxClientConns:   50,
+					MaxClientConns: 50,
+					MaxHandshakes:  256, MaxHandshakesPerSource: 32,
 					HandshakeTimeout: Duration(5 * time.Second),
 					ConnectTimeout:   Duration(20 * time.Second),
 					MaxMessageSize:   1 << 20,
@@ -107,7 +108,8 @@ func fullWant() *Config {
 				DrainDeadline:  Duration(60 * time.Second),
 				OnDeadline:     "keep",
 				Limits: Limits{
-					MaxClientConns:   1000,
+					MaxClientConns: 1000,
+					MaxHandshakes:  256, MaxHandshakesPerSource: 32,
 					HandshakeTimeout: Duration(10 * time.Second),
 					ConnectTimeout:   Duration(15 * time.Second),
 					MaxMessageSize:   64 << 20,
@@ -162,7 +164,8 @@ func TestParseMinimalDefaults(t *testing.T) {
 			DrainDeadline:  Duration(time.Minute),
 			OnDeadline:     "keep",
 			Limits: Limits{
-				MaxClientConns:   1000,
+				MaxClientConns: 1000,
+				MaxHandshakes:  256, MaxHandshakesPerSource: 32,
 				HandshakeTimeout: Duration(10 * time.Second),
 				ConnectTimeout:   Duration(15 * time.Second),
 				MaxMessageSize:   64 << 20,

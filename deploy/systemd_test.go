@@ -118,10 +118,10 @@ func TestSystemdUnit(t *testing.T) {
 	limit, err := strconv.Atoi(nofile)
 	need := 64
 	for _, b := range cfg.Backends {
-		need += 3*b.Limits.MaxClientConns + b.Pool.MaxIdle
+		need += 3*b.Limits.MaxClientConns + b.Pool.MaxIdle + 2*b.Limits.MaxHandshakes
 	}
 	if err != nil || limit < need {
-		t.Errorf("LimitNOFILE=%s, the example configuration needs at least %d (3 per client session plus the pools)", nofile, need)
+		t.Errorf("LimitNOFILE=%s, the example configuration needs at least %d (3 per client session, the pools, and connections logging in or waiting to)", nofile, need)
 	}
 	stateDir := "/var/lib/credswap/"
 	for _, b := range cfg.Backends {
