@@ -107,6 +107,10 @@ type Backend struct {
 	DrainDeadline Duration `yaml:"drain_deadline"`
 	// OnDeadline is "keep" or "close".
 	OnDeadline string `yaml:"on_deadline"`
+	// DrainConnectionBudget is the most backend connections a drain holds
+	// beyond one per session at any moment (pre-dialed spares and switches
+	// in flight).
+	DrainConnectionBudget int `yaml:"drain_connection_budget"`
 	// Limits bound what one client and all clients together may use.
 	Limits Limits `yaml:"limits"`
 	// Pool configures idle backend connections kept for reuse.

@@ -20,6 +20,7 @@ const (
 	defaultRefreshInterval  = 30 * time.Second
 	defaultVerifyDatabase   = "postgres"
 	defaultDrainDeadline    = 60 * time.Second
+	defaultDrainBudget      = 8
 	defaultOnDeadline       = "keep"
 	defaultMaxClientConns   = 1000
 	defaultMaxHandshakes    = 256
@@ -93,6 +94,7 @@ func applyDefaults(c *Config, given fieldSet) {
 		}
 		setDefault(given, &b.DrainDeadline, Duration(defaultDrainDeadline))
 		setDefault(given, &b.OnDeadline, defaultOnDeadline)
+		setDefault(given, &b.DrainConnectionBudget, defaultDrainBudget)
 		setDefault(given, &b.Limits.MaxClientConns, defaultMaxClientConns)
 		setDefault(given, &b.Limits.MaxHandshakes, defaultMaxHandshakes)
 		setDefault(given, &b.Limits.MaxHandshakesPerSource, defaultMaxHandshakesSrc)

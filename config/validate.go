@@ -168,6 +168,9 @@ func (v *validator) backend(p string, b *Backend) {
 
 	v.positive(p+".drain_deadline", at(&b.DrainDeadline), b.DrainDeadline)
 	v.oneOf(p+".on_deadline", at(&b.OnDeadline), b.OnDeadline, onDeadlineKeep, onDeadlineClose)
+	if b.DrainConnectionBudget < 1 {
+		v.bad(p+".drain_connection_budget", at(&b.DrainConnectionBudget), "must be at least 1")
+	}
 
 	l := &b.Limits
 	if l.MaxClientConns < 1 {

@@ -67,8 +67,12 @@ type BackendOptions struct {
 	// DrainDeadline and OnDeadline govern sessions that cannot move.
 	DrainDeadline time.Duration
 	OnDeadline    DeadlinePolicy
-	// WarmParallelism bounds concurrent logins while warming and switches
-	// while draining (default 4).
+	// DrainConnectionBudget bounds the backend connections a drain holds
+	// beyond one per session (pre-dialed spares and switches in flight;
+	// default 8).
+	DrainConnectionBudget int
+	// WarmParallelism bounds concurrent switches while draining (default
+	// 4, at most DrainConnectionBudget).
 	WarmParallelism int
 	Logger          *zap.Logger
 	Metrics         *Metrics
@@ -116,6 +120,10 @@ func NewBackend(opts BackendOptions) *Backend {
 	if opts.WarmParallelism <= 0 {
 		opts.WarmParallelism = 4
 	}
+	if opts.DrainConnectionBudget <= 0 {
+		opts.DrainConnectionBudget = 8
+	}
+	opts.WarmParallelism = min(opts.WarmParallelism, opts.DrainConnectionBudget)
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(nil)
 	}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -27,14 +28,27 @@ type DrainStatus struct {
 	Results map[string]int `json:"results"`
 }
 
-// drainer moves sessions to the newest generation: it warms the pool,
-// advances the target, switches idle sessions, retries, and applies the
-// deadline. One goroutine (run) owns epochs; drainNow and run serialize
-// on epochMu.
+// drainer moves sessions to the newest generation: it warms a few spare
+// connections, advances the target, switches idle sessions, retries, and
+// applies the deadline. One goroutine (run) owns epochs; drainNow and run
+// serialize on epochMu.
+//
+// A drain holds at most DrainConnectionBudget backend connections beyond
+// one per session: up to spares pre-dialed connections warmed before the
+// first switch, and one per switch in flight (a switch takes a token from
+// turns for its warm-up, switch and the closing of the old connection, and
+// gives back a spare it warmed but did not use). Sessions are moved as a
+// pipeline, never by dialing a spare for every session first: a database
+// whose max_connections is sized to its load has no room for twice the
+// sessions.
 type drainer struct {
 	b      *Backend
 	kick   chan struct{}
 	nudges chan Session
+	// turns holds a token per switch in flight; spares is how many
+	// connections a drain warms before its first switch.
+	turns  chan struct{}
+	spares int
 
 	epochMu sync.Mutex // held while an epoch or an admin drain runs
 
@@ -46,8 +60,11 @@ type drainer struct {
 }
 
 func newDrainer(b *Backend) *drainer {
+	parallel := min(b.opts.WarmParallelism, max(b.opts.DrainConnectionBudget/2, 1))
 	return &drainer{
 		b:       b,
+		turns:   make(chan struct{}, parallel),
+		spares:  b.opts.DrainConnectionBudget - parallel,
 		kick:    make(chan struct{}, 1),
 		nudges:  make(chan Session, 1024),
 		warned:  make(map[uint64]bool),
@@ -173,57 +190,76 @@ func (d *drainer) begin(gen *creds.Generation) {
 	})
 }
 
-// warm pre-dials one connection of gen per session behind it, so that a
-// switch costs no login. It returns how many connections it added.
+// warm pre-dials up to d.spares connections of gen for the first sessions
+// behind it that can switch, so that the first switches cost no login
+// (the switches after them warm their own). It returns how many
+// connections it added.
 func (d *drainer) warm(ctx context.Context, gen *creds.Generation) int {
 	b := d.b
-	byKey := make(map[string][]Session)
+	var todo []Session
 	for _, s := range b.Sessions.Behind(gen.N) {
-		byKey[s.PoolKey()] = append(byKey[s.PoolKey()], s)
+		if len(todo) == d.spares {
+			break
+		}
+		if s.Info().PinReason == "" {
+			todo = append(todo, s)
+		}
 	}
-	if len(byKey) == 0 {
+	if len(todo) == 0 {
 		return 0
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.opts.ConnectTimeout)
 	defer cancel()
-	sem := make(chan struct{}, b.opts.WarmParallelism)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	added := 0
-	for _, sessions := range byKey {
-		for _, s := range sessions {
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-			}
-			if ctx.Err() != nil {
-				break
-			}
-			wg.Add(1)
-			go func(s Session) {
-				defer wg.Done()
-				defer func() { <-sem }()
-				defer b.Recover(s, "warm")
-				if cur := b.Store.Current(); cur != nil && cur.N > gen.N {
-					return // superseded while warming: its credential may be gone
-				}
-				c, err := s.DialSpare(ctx, gen)
-				if err != nil {
-					b.log.Warn("warming a backend connection failed", zap.Uint64("generation", gen.N), zap.Error(err))
-					return
-				}
-				if !b.Pool.PutWarm(c, gen.N) {
-					c.Close()
-					return
-				}
+	for _, s := range todo {
+		wg.Add(1)
+		go func(s Session) {
+			defer wg.Done()
+			defer b.Recover(s, "warm")
+			if d.warmOne(ctx, s, gen) {
 				mu.Lock()
 				added++
 				mu.Unlock()
-			}(s)
-		}
+			}
+		}(s)
 	}
 	wg.Wait()
 	return added
+}
+
+// warmOne dials a spare connection of gen for s into the pool. While the
+// database has no connection slot free it backs off and tries again, until
+// ctx ends.
+func (d *drainer) warmOne(ctx context.Context, s Session, gen *creds.Generation) bool {
+	b := d.b
+	backoff := 50 * time.Millisecond
+	for {
+		if cur := b.Store.Current(); cur != nil && cur.N > gen.N {
+			return false // superseded while warming: its credential may be gone
+		}
+		c, err := s.DialSpare(ctx, gen)
+		if err == nil {
+			if !b.Pool.PutWarm(c, gen.N) {
+				c.Close()
+				return false
+			}
+			return true
+		}
+		if !errors.Is(err, ErrDatabaseFull) {
+			b.log.Warn("warming a backend connection failed", zap.Uint64("generation", gen.N), zap.Error(err))
+			return false
+		}
+		b.log.Debug("database full while warming a backend connection; backing off",
+			zap.Uint64("generation", gen.N), zap.Duration("backoff", backoff), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
 }
 
 // switchAll asks every session behind gen to switch. With all false,
@@ -233,17 +269,18 @@ func (d *drainer) switchAll(ctx context.Context, gen *creds.Generation, all bool
 	if gen == nil {
 		return
 	}
-	sem := make(chan struct{}, d.b.opts.WarmParallelism)
 	var wg sync.WaitGroup
 	for _, s := range d.b.Sessions.Behind(gen.N) {
 		if !all && s.Info().PinReason != "" {
 			continue
 		}
-		sem <- struct{}{}
+		if !d.takeTurn(ctx) {
+			break
+		}
 		wg.Add(1)
 		go func(s Session) {
 			defer wg.Done()
-			defer func() { <-sem }()
+			defer d.endTurn()
 			defer d.b.Recover(s, "drain")
 			d.switchOne(ctx, s, gen)
 		}(s)
@@ -251,21 +288,51 @@ func (d *drainer) switchAll(ctx context.Context, gen *creds.Generation, all bool
 	wg.Wait()
 }
 
+// takeTurn waits for a switch token (see drainer); false when ctx ended.
+func (d *drainer) takeTurn(ctx context.Context) bool {
+	select {
+	case d.turns <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (d *drainer) endTurn() { <-d.turns }
+
 // switchNudged switches a session that reached a safe point on its own,
 // on the controller's goroutine: a panic ends that session, not the
 // controller.
 func (d *drainer) switchNudged(ctx context.Context, s Session) {
+	if !d.takeTurn(ctx) {
+		return
+	}
+	defer d.endTurn()
 	defer d.b.Recover(s, "drain")
 	d.switchOne(ctx, s, d.b.Target())
 }
 
+// switchOne moves s to gen, holding a turn: it warms a connection for s
+// first unless a spare is there (so the switch itself costs no login), and
+// closes that spare again if s did not take it.
 func (d *drainer) switchOne(ctx context.Context, s Session, gen *creds.Generation) SwitchResult {
 	if gen == nil {
 		return SwitchDone
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.b.opts.ConnectTimeout)
 	defer cancel()
+	key := s.PoolKey()
+	info := s.Info()
+	warmed := false
+	if info.PinReason == "" && info.State == StateIdle && !d.b.Pool.Has(key, gen.N) {
+		warmed = d.warmOne(ctx, s, gen)
+	}
 	res, _ := s.Switch(ctx, gen) // the session logs its own failures
+	if warmed && res != SwitchDone {
+		if c := d.b.Pool.TakeWarm(key, gen.N); c != nil {
+			c.Close()
+		}
+	}
 	return res
 }
 
@@ -358,14 +425,15 @@ func (d *drainer) drainNow(ctx context.Context) map[string]int {
 	}
 	out := map[string]int{}
 	var mu sync.Mutex
-	sem := make(chan struct{}, d.b.opts.WarmParallelism)
 	var wg sync.WaitGroup
 	for _, s := range d.b.Sessions.Behind(cur.N) {
-		sem <- struct{}{}
+		if !d.takeTurn(ctx) {
+			break
+		}
 		wg.Add(1)
 		go func(s Session) {
 			defer wg.Done()
-			defer func() { <-sem }()
+			defer d.endTurn()
 			defer d.b.Recover(s, "drain")
 			res := d.switchOne(ctx, s, cur)
 			mu.Lock()

@@ -106,3 +106,8 @@ func AsError(err error) *Error {
 // parameter is invalid). Backend.Connect returns such errors at once so
 // that the client learns the reason without waiting for connect_timeout.
 var ErrPermanent = errors.New("permanent backend error")
+
+// ErrDatabaseFull marks a backend login the database refused for lack of
+// connection slots (PostgreSQL 53300, MySQL 1040 and 1203). A drain backs
+// off and tries again; a client never sees it from a drain.
+var ErrDatabaseFull = errors.New("the database has no connection slot free")

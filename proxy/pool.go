@@ -182,6 +182,36 @@ func (p *Pool) Close() {
 	p.closeWhere(time.Now(), func(idleConn, time.Time) bool { return true })
 }
 
+// Has reports whether an idle connection for key of generation gen is
+// there (healthy or not).
+func (p *Pool) Has(key string, gen uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, ic := range p.idle[key] {
+		if ic.c.Generation() == gen {
+			return true
+		}
+	}
+	return false
+}
+
+// TakeWarm removes and returns a pre-dialed connection for key of
+// generation gen that nobody used, or nil.
+func (p *Pool) TakeWarm(key string, gen uint64) PooledConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	list := p.idle[key]
+	for i := len(list) - 1; i >= 0; i-- {
+		if list[i].warm && list[i].c.Generation() == gen {
+			c := list[i].c
+			p.set(key, append(list[:i], list[i+1:]...))
+			p.n--
+			return c
+		}
+	}
+	return nil
+}
+
 // Len returns the number of idle connections.
 func (p *Pool) Len() int {
 	p.mu.Lock()

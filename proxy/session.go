@@ -62,6 +62,10 @@ type Session interface {
 	Terminate(err *Error)
 }
 
+// StateIdle is SessionInfo.State of a session waiting for its client's
+// next command outside a transaction.
+const StateIdle = "idle"
+
 // SessionInfo describes a session for /v1/status.
 type SessionInfo struct {
 	ID          uint64    `json:"id"`

@@ -315,6 +315,7 @@ func (a *App) startBackend(ctx context.Context, bc config.Backend, metrics *prox
 		ConnectTimeout:         bc.Limits.ConnectTimeout.D(),
 		DrainDeadline:          bc.DrainDeadline.D(),
 		OnDeadline:             policy,
+		DrainConnectionBudget:  bc.DrainConnectionBudget,
 		Logger:                 log,
 		Metrics:                metrics,
 	})

@@ -319,6 +319,8 @@ func classifyDialError(err error) error {
 		return fmt.Errorf("%w: %w", creds.ErrRejected, err)
 	case erDBAccessDenied, erBadDB:
 		return fmt.Errorf("%w: %w", proxy.ErrPermanent, err)
+	case erConCount, erTooManyUserConns:
+		return fmt.Errorf("%w: %w", proxy.ErrDatabaseFull, err) // retried
 	}
 	return err // too many connections, shutting down, host blocked: retried
 }

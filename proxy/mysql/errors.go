@@ -17,6 +17,7 @@ import (
 // carrying one into "2027 Received malformed packet".
 const (
 	erConCount            = 1040 // too many connections
+	erTooManyUserConns    = 1203 // max_user_connections reached
 	erDBAccessDenied      = 1044
 	erAccessDenied        = 1045
 	erUnknownCom          = 1047

@@ -193,7 +193,7 @@ func (s *session) state() string {
 	case uint16(s.status.Load())&statusInTrans != 0:
 		return "idle_in_transaction"
 	}
-	return "idle"
+	return proxy.StateIdle
 }
 
 // DialSpare implements proxy.Session.

@@ -169,7 +169,9 @@ func classifyDialError(err error) error {
 	switch pgErr.Code {
 	case "28P01", "28000":
 		return fmt.Errorf("%w: %w", creds.ErrRejected, err)
-	case "53300", "53400", "57P01", "57P02", "57P03", "58000", "58030", "XX000":
+	case "53300":
+		return fmt.Errorf("%w: %w", proxy.ErrDatabaseFull, err) // retried
+	case "53400", "57P01", "57P02", "57P03", "58000", "58030", "XX000":
 		return err // too many connections, shutting down, starting up: retried
 	}
 	return fmt.Errorf("%w: %w", proxy.ErrPermanent, err)

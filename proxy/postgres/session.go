@@ -227,7 +227,7 @@ func (s *session) state() string {
 	case s.txStatus.Load() != 'I':
 		return "idle_in_transaction"
 	}
-	return "idle"
+	return proxy.StateIdle
 }
 
 // DialSpare implements proxy.Session.
