@@ -115,11 +115,9 @@ func (s *session) changeUser(ctx context.Context, n int, seq byte) (err error) {
 		return proxy.Errorf(proxy.CodeProtocolViolation, nil, "malformed COM_CHANGE_USER")
 	}
 	s.h.b.ThrottleLogin(s.client, req.user, time.Now().Add(s.h.handshakeTimeout))
-	u, known := s.h.users.Load().Lookup(req.user)
-	plugin := AuthCachingSHA2
-	if known {
-		plugin = u.Plugin
-	}
+	users := s.h.users.Load()
+	u, known := users.Lookup(req.user)
+	_, plugin := users.credential(req.user) // an unknown user's is its decoy's
 	salt := gomysql.RandomBuf(20)
 	sw := append([]byte{hdrEOF}, plugin...)
 	sw = append(sw, 0)

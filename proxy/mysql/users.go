@@ -1,17 +1,17 @@
 package mysql
 
 import (
-	"crypto/rand"
 	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	gomysql "github.com/go-mysql-org/go-mysql/mysql"
 
 	"github.com/credswap/credswap/config"
+	"github.com/credswap/credswap/proxy/internal/decoy"
 )
 
 // Client authentication plugins, as named in the configuration and on the
@@ -35,11 +35,28 @@ type User struct {
 // one and swapping it in (Handler.SetUsers).
 type Users struct {
 	byName map[string]*User
-	// decoy answers for unknown users, so that a wrong user name and a
-	// wrong password look the same to the client (1045 after a complete
-	// exchange).
-	decoy string
+	// models are the users sorted by name: an unknown user imitates one
+	// of them (credential).
+	models []*User
 }
+
+// Labels of the values derived from the process's secret (package decoy).
+const (
+	// labelModel picks the configured user an unknown name imitates.
+	labelModel = "mysql decoy model"
+	// labelPassword derives an unknown name's decoy password.
+	labelPassword = "mysql decoy password"
+)
+
+// minDecoyPassword is the shortest decoy password, in bytes (128 bits):
+// go-mysql logs in whoever sends a decoy's password, so it must not be
+// guessable. A decoy password has the length of the imitated user's when
+// that is longer, and so costs the same to check: caching_sha2_password's
+// hash (SHA-crypt, 5000 rounds, computed twice per attempt) takes as many
+// SHA-256 blocks for every password of 12 to 23 bytes. Only a user whose
+// password is shorter than 12 bytes is imitated by a decoy that costs
+// more (about 17%, a fraction of a millisecond).
+const minDecoyPassword = 16
 
 // LoadUsers builds the table from configuration, reading password files.
 // Only password and password_file are usable: go-mysql verifies scrambles
@@ -53,9 +70,10 @@ func LoadUsers(clients []config.Client) (*Users, error) {
 		}
 		u.byName[c.User] = user
 	}
-	var pw [32]byte
-	rand.Read(pw[:])
-	u.decoy = hex.EncodeToString(pw[:])
+	for _, user := range u.byName {
+		u.models = append(u.models, user)
+	}
+	slices.SortFunc(u.models, func(a, b *User) int { return strings.Compare(a.Name, b.Name) })
 	return u, nil
 }
 
@@ -103,12 +121,29 @@ func (u *Users) names() []string {
 }
 
 // credential is what go-mysql's server checks a login against: the user's
-// password and plugin, or the decoy for an unknown user.
+// password and plugin, or for an unknown name a decoy that runs the same
+// exchange and fails as a wrong password does (1045 after the same
+// packets). The decoy imitates a configured user picked from the name (so
+// plugins appear in the proportions the configuration has them): its
+// plugin, and a password of random bytes as long as its password (at
+// least minDecoyPassword), derived from the name and the process's
+// secret. Both are the same at every attempt; a reload changes them only
+// if the users they were picked from changed. go-mysql's
+// caching_sha2_password cache never holds a decoy (nobody logs in with
+// one), so an unknown name always gets full authentication, as a known
+// user does with a wrong password, cached or not. The decoy is made for
+// every name, known or not, so that both cost the same.
 func (u *Users) credential(name string) (password, plugin string) {
+	plugin, n := AuthCachingSHA2, minDecoyPassword
+	if len(u.models) > 0 {
+		model := u.models[decoy.Pick(labelModel, name, len(u.models))]
+		plugin, n = model.Plugin, max(len(model.password), minDecoyPassword)
+	}
+	password = string(decoy.Bytes(labelPassword, name, n))
 	if user, ok := u.byName[name]; ok {
 		return user.password, user.Plugin
 	}
-	return u.decoy, AuthCachingSHA2
+	return password, plugin
 }
 
 // checkScramble verifies an authentication response computed from salt

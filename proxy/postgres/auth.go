@@ -55,17 +55,30 @@ func authFailed(user string, cause error) *proxy.Error {
 // On success it returns the bytes to send right before AuthenticationOk
 // (the SCRAM server-final message), so that both go out together once a
 // backend connection exists.
+//
+// An unknown user runs the exchange of a configured user against a decoy
+// (Users.decoy) and fails as a wrong password does, whatever it sends:
+// the client sees the same messages, salt and iteration count at every
+// attempt, and the same error. The decoy is made for every login, known
+// user or not, so that both cost the same.
 func authenticate(c *authConn, users *Users) ([]byte, *proxy.Error) {
+	stand := users.decoy(c.user)
 	user, known := users.Lookup(c.user)
-	if !known {
-		// Finish a SCRAM exchange against a decoy verifier so that an
-		// unknown user cannot be told from a wrong password.
-		_, err := authSCRAM(c, users.decoy)
-		if err == nil {
-			err = errors.New("decoy verifier accepted a proof")
-		}
-		return nil, authFailed(c.user, fmt.Errorf("unknown user: %w", err))
+	if known {
+		return authenticateAs(c, user)
 	}
+	_, perr := authenticateAs(c, stand)
+	if perr == nil {
+		perr = authFailed(c.user, errors.New("decoy accepted a password"))
+	}
+	if perr.Code == proxy.CodeClientAuthFailed {
+		perr.Err = fmt.Errorf("unknown user: %w", perr.Err)
+	}
+	return nil, perr
+}
+
+// authenticateAs runs the exchange of user's method.
+func authenticateAs(c *authConn, user *User) ([]byte, *proxy.Error) {
 	switch user.Method {
 	case AuthMD5:
 		if err := authMD5(c, user); err != nil {

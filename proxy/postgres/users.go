@@ -9,12 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/xdg-go/scram"
 
 	"github.com/credswap/credswap/config"
+	"github.com/credswap/credswap/proxy/internal/decoy"
 )
 
 // Client authentication methods, as named in the configuration.
@@ -27,6 +29,21 @@ const (
 // scramIterations is the iteration count for verifiers the proxy derives
 // from plaintext passwords; PostgreSQL's default.
 const scramIterations = 4096
+
+// scramSaltLen is the salt length of verifiers the proxy derives from
+// plaintext passwords; PostgreSQL's (SCRAM_DEFAULT_SALT_LEN).
+const scramSaltLen = 16
+
+// Labels of the values derived from the process's secret (package decoy).
+const (
+	// labelSalt derives the SCRAM salt of a user name, configured with a
+	// plaintext password or unknown alike: a name's salt stays the same
+	// across reloads, and when the name is added to or removed from the
+	// configuration.
+	labelSalt = "postgres scram salt"
+	// labelModel picks the configured user an unknown name imitates.
+	labelModel = "postgres decoy model"
+)
 
 // User is one local login. It holds what each allowed method needs and
 // never the backend credential.
@@ -45,9 +62,9 @@ type User struct {
 // one and swapping it in.
 type Users struct {
 	byName map[string]*User
-	// decoy answers SCRAM for unknown users so that a wrong user name and
-	// a wrong password look the same to the client.
-	decoy *scram.StoredCredentials
+	// models are the users sorted by name: an unknown user imitates one
+	// of them (decoy).
+	models []*User
 }
 
 // LoadUsers builds the table from configuration, reading password files.
@@ -60,13 +77,10 @@ func LoadUsers(clients []config.Client) (*Users, error) {
 		}
 		u.byName[c.User] = user
 	}
-	var pw [32]byte
-	rand.Read(pw[:])
-	decoy, err := scramFromPassword(hex.EncodeToString(pw[:]))
-	if err != nil {
-		return nil, err
+	for _, user := range u.byName {
+		u.models = append(u.models, user)
 	}
-	u.decoy = decoy
+	slices.SortFunc(u.models, func(a, b *User) int { return strings.Compare(a.Name, b.Name) })
 	return u, nil
 }
 
@@ -89,7 +103,7 @@ func newUser(c config.Client) (*User, error) {
 	switch {
 	case password != "":
 		u.password = []byte(password)
-		sc, err := scramFromPassword(password)
+		sc, err := scramFromPassword(c.User, password)
 		if err != nil {
 			return nil, err
 		}
@@ -131,9 +145,59 @@ func (u *Users) Lookup(name string) (*User, bool) {
 	return user, ok
 }
 
-func scramFromPassword(password string) (*scram.StoredCredentials, error) {
-	salt := make([]byte, 16)
-	rand.Read(salt)
+// decoy returns the stand-in for name, a user that is not configured, so
+// that its login runs and fails like a configured user's with a wrong
+// password. It imitates a configured user picked from the name (so
+// methods and iteration counts appear in the proportions the
+// configuration has them): same method, same kind of secret, same
+// iteration count and salt length, with the salt name would have if it
+// were configured with a password, and secrets nobody knows, drawn anew
+// at each attempt. It costs what the imitated user's login costs: a SCRAM
+// exchange checks the proof against a StoredKey (no PBKDF2, as for
+// configured users), a cleartext password is compared or hashed as the
+// imitated user's is. Method, iterations and salt are the same at every
+// attempt; a reload changes the method and iterations only if the users
+// they were picked from changed.
+func (u *Users) decoy(name string) *User {
+	model := &User{Method: AuthSCRAM, scram: &scram.StoredCredentials{ // no users: a default SCRAM user
+		KeyFactors: scram.KeyFactors{Salt: string(make([]byte, scramSaltLen)), Iters: scramIterations},
+		StoredKey:  make([]byte, 32),
+		ServerKey:  make([]byte, 32),
+	}}
+	if len(u.models) > 0 {
+		model = u.models[decoy.Pick(labelModel, name, len(u.models))]
+	}
+	d := &User{Name: name, Method: model.Method}
+	if model.scram != nil {
+		d.scram = &scram.StoredCredentials{
+			KeyFactors: scram.KeyFactors{
+				Salt:  string(decoy.Bytes(labelSalt, name, len(model.scram.Salt))),
+				Iters: model.scram.Iters,
+			},
+			StoredKey: randomBytes(len(model.scram.StoredKey)),
+			ServerKey: randomBytes(len(model.scram.ServerKey)),
+		}
+	}
+	if model.md5 != "" {
+		d.md5 = hex.EncodeToString(randomBytes(md5.Size))
+	}
+	if model.password != nil {
+		d.password = randomBytes(len(model.password))
+	}
+	return d
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+// scramFromPassword derives user's SCRAM verifier from password, salted
+// with the user name's salt (labelSalt): the same at every reload of the
+// same password, unknown before the process starts.
+func scramFromPassword(user, password string) (*scram.StoredCredentials, error) {
+	salt := decoy.Bytes(labelSalt, user, scramSaltLen)
 	c, err := scram.SHA256.NewClient("", password, "")
 	if err != nil {
 		return nil, fmt.Errorf("preparing SCRAM verifier: %w", err)
