@@ -84,3 +84,16 @@ func (f *Flood) Stop() {
 	f.cancel()
 	f.wg.Wait()
 }
+
+var freshSource atomic.Uint32
+
+// DialFresh connects to addr from a loopback address not used by the
+// previous 50,000 calls, so that a test that fails many logins on purpose
+// is not slowed by the login throttling, which is keyed by the client
+// address (and by the user name, which such a test varies).
+func DialFresh(addr string, timeout time.Duration) (net.Conn, error) {
+	n := freshSource.Add(1) % 50000
+	src := net.IPv4(127, byte(100+n/250), byte(n%250+1), 1)
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}, Timeout: timeout}
+	return d.Dial("tcp", addr)
+}

@@ -82,7 +82,7 @@ var deniedFor = regexp.MustCompile(`'[^']*'@'[^']*'|'[^']*'`)
 // and, after an OK, the connection (closed at cleanup).
 func rawLogin(t testing.TB, addr, user, password, plugin string, tlsCfg *tls.Config) (myLogin, *rawConn) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	c, err := proxytest.DialFresh(addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

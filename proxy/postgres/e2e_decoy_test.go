@@ -54,7 +54,7 @@ func (l pgLogin) String() string {
 func wrongLoginPG(t *testing.T, p *proxytest.Proxy, user string, tlsCfg *tls.Config) pgLogin {
 	t.Helper()
 	const password = "not-the-password"
-	conn, err := net.DialTimeout("tcp", net.JoinHostPort(p.Host, strconv.Itoa(p.Port)), 5*time.Second)
+	conn, err := proxytest.DialFresh(net.JoinHostPort(p.Host, strconv.Itoa(p.Port)), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
