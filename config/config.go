@@ -150,6 +150,13 @@ type Rotation struct {
 	// Grace is how long retire waits after this proxy has drained, for
 	// other proxies reading the same published credential.
 	Grace Duration `yaml:"grace"`
+	// FleetDeadline bounds how long retire waits for the database to show
+	// no session of the old user other than this proxy's (alternating-
+	// users): other proxies that learn the credential late still move
+	// their sessions. Default: the credential's refresh_interval plus
+	// drain_deadline. When it passes the old user is locked and its
+	// remaining sessions are left running.
+	FleetDeadline Duration `yaml:"fleet_deadline"`
 	// Journal is the file recording rotations in progress (default:
 	// credswap-<backend>.rotation.json beside the configuration file).
 	Journal string `yaml:"journal"`

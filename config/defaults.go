@@ -70,6 +70,9 @@ func applyDefaults(c *Config, given fieldSet) {
 		b := &c.Backends[i]
 		setDefault(given, &b.UpstreamTLS.Mode, defaultUpstreamTLSMode)
 		setDefault(given, &b.Credential.RefreshInterval, Duration(defaultRefreshInterval))
+		if b.Rotation.Enabled() {
+			setDefault(given, &b.Rotation.FleetDeadline, b.Credential.RefreshInterval+b.DrainDeadline)
+		}
 		if len(b.Rotation.Users) == 0 {
 			b.Rotation.Users = nil // "users: []" and no key mean the same
 		}

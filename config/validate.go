@@ -264,6 +264,9 @@ func (v *validator) rotation(p string, r *Rotation, b *Backend) {
 	if r.Schedule.Interval <= 0 {
 		v.bad(p+".schedule.interval", at(&r.Schedule.Interval), "must be greater than 0")
 	}
+	if r.FleetDeadline < 0 {
+		v.bad(p+".fleet_deadline", at(&r.FleetDeadline), "must not be negative")
+	}
 	if r.Grace < 0 {
 		v.bad(p+".grace", at(&r.Grace), "must not be negative")
 	}

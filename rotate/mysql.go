@@ -202,6 +202,31 @@ func (m MySQL) Lock(ctx context.Context, admin creds.Credential, user string, te
 	})
 }
 
+// Sessions implements Database from information_schema.PROCESSLIST (the
+// admin needs the PROCESS privilege to see other users' sessions).
+func (m MySQL) Sessions(ctx context.Context, admin creds.Credential, user string) ([]Holder, error) {
+	s, err := m.open(ctx, admin)
+	if err != nil {
+		return nil, err
+	}
+	defer s.db.Close()
+	rows, err := s.db.QueryContext(ctx, `SELECT SUBSTRING_INDEX(HOST, ':', 1), COUNT(*) FROM information_schema.PROCESSLIST
+		WHERE USER = ? AND ID <> CONNECTION_ID() GROUP BY 1 ORDER BY 2 DESC, 1`, user)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Holder
+	for rows.Next() {
+		var h Holder
+		if err := rows.Scan(&h.Client, &h.Sessions); err != nil {
+			return nil, err
+		}
+		out = append(out, h)
+	}
+	return out, rows.Err()
+}
+
 // Verify implements Database.
 func (m MySQL) Verify(ctx context.Context, c creds.Credential) error {
 	db, err := m.db(c)

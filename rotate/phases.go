@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/credswap/credswap/creds"
 )
@@ -213,17 +216,80 @@ func (r *Rotator) retire(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	// Sessions that could not move (pinned, on_deadline: keep) still use
-	// the old user: lock it but leave them running.
-	gen := r.o.Backend.Store.Current().N
-	terminate := len(r.o.Backend.Sessions.Behind(gen)) == 0
-	if err := r.o.DB.Lock(ctx, admin, p.OldUsername, terminate); err != nil {
+	left, err := r.waitForFleet(ctx, admin, p.OldUsername)
+	if err != nil {
+		return "", err
+	}
+	// Whatever still uses the old user (this proxy's pinned sessions,
+	// other proxies past the fleet deadline) keeps running: ending them is
+	// the operator's decision, never the rotation's.
+	if err := r.o.DB.Lock(ctx, admin, p.OldUsername, false); err != nil {
 		return "", fmt.Errorf("locking %s: %w", p.OldUsername, err)
 	}
-	if !terminate {
-		return p.OldUsername + " locked; its sessions left running because some of this proxy's sessions could not move", nil
+	if r.o.Metrics != nil {
+		r.o.Metrics.sessionsLeft.WithLabelValues(r.o.Backend.Name()).Set(float64(left.Others))
 	}
-	return p.OldUsername + " locked, its remaining sessions ended", nil
+	switch {
+	case left.Others > 0:
+		hosts := make([]string, 0, len(left.Holders))
+		for _, h := range left.Holders {
+			hosts = append(hosts, fmt.Sprintf("%s %d", h.Client, h.Sessions))
+		}
+		r.log.Warn("fleet deadline passed: old user locked with sessions of other clients still running",
+			zap.String("user", p.OldUsername), zap.Int("sessions", left.Others), zap.Any("holders", left.Holders))
+		return fmt.Sprintf("%s locked after the fleet deadline; %d sessions of other clients left running (%s)",
+			p.OldUsername, left.Others, strings.Join(hosts, ", ")), nil
+	case left.Own > 0:
+		return fmt.Sprintf("%s locked; %d of this proxy's sessions that could not move left running", p.OldUsername, left.Own), nil
+	}
+	return p.OldUsername + " locked; no session was left on it", nil
+}
+
+// waitForFleet waits until the database shows no session of user except
+// this proxy's own on older generations (pinned sessions it keeps), or
+// until the fleet deadline. Other proxies reading the published
+// credential late are still moving theirs; the database sees them all
+// without any coordination. The running record shows who holds what
+// while it waits.
+func (r *Rotator) waitForFleet(ctx context.Context, admin creds.Credential, user string) (FleetWait, error) {
+	b := r.o.Backend
+	now := time.Now().UTC()
+	w := FleetWait{User: user, Since: now, Deadline: now.Add(r.o.Config.FleetDeadline.D())}
+	logged := false
+	for {
+		holders, err := r.o.DB.Sessions(ctx, admin, user)
+		if err != nil {
+			return w, fmt.Errorf("listing sessions of %s: %w", user, err)
+		}
+		cur := b.Store.Current().N
+		own := 0
+		for gen, n := range b.Conns.Snapshot() {
+			if gen < cur {
+				own += n
+			}
+		}
+		total := 0
+		for _, h := range holders {
+			total += h.Sessions
+		}
+		w.Holders, w.Own, w.Others = holders, own, max(total-own, 0)
+		r.mu.Lock()
+		ww := w
+		r.running.Waiting = &ww
+		r.mu.Unlock()
+		if w.Others == 0 || !time.Now().Before(w.Deadline) {
+			return w, nil
+		}
+		if !logged {
+			logged = true
+			r.log.Info("waiting for other clients to leave the old user before retiring it",
+				zap.String("user", user), zap.Int("sessions", w.Others), zap.Any("holders", holders),
+				zap.Time("fleet_deadline", w.Deadline))
+		}
+		if err := sleep(ctx, min(time.Second, time.Until(w.Deadline))); err != nil {
+			return w, err
+		}
+	}
 }
 
 // verifyRetired checks that the old credential is refused.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/credswap/credswap/creds"
 	"github.com/credswap/credswap/proxy/postgres"
@@ -23,6 +24,17 @@ type Database interface {
 	Lock(ctx context.Context, admin creds.Credential, user string, terminate bool) error
 	// Verify performs a test login; a refusal wraps creds.ErrRejected.
 	Verify(ctx context.Context, c creds.Credential) error
+	// Sessions lists who holds sessions of user in the database, every
+	// client of the database counted (not only this proxy's).
+	Sessions(ctx context.Context, admin creds.Credential, user string) ([]Holder, error)
+}
+
+// Holder is a client address (and, on PostgreSQL, application name) that
+// holds sessions of a user in the database.
+type Holder struct {
+	Client      string `json:"client"`
+	Application string `json:"application,omitempty"`
+	Sessions    int    `json:"sessions"`
 }
 
 // Postgres implements Database for PostgreSQL through the backend's
@@ -80,6 +92,28 @@ func (p Postgres) Lock(ctx context.Context, admin creds.Credential, user string,
 			postgres.QuoteLiteral(user))
 	}
 	return p.exec(ctx, admin, sql)
+}
+
+// Sessions implements Database from pg_stat_activity (the admin needs
+// pg_read_all_stats or superuser to see other users' client addresses).
+func (p Postgres) Sessions(ctx context.Context, admin creds.Credential, user string) ([]Holder, error) {
+	conn, err := p.Dialer.Connect(ctx, admin, "")
+	if err != nil {
+		return nil, fmt.Errorf("connecting as %s: %w", admin.Username, err)
+	}
+	defer conn.Close(context.Background())
+	rr := conn.ExecParams(ctx, `SELECT coalesce(host(client_addr), 'local'), coalesce(application_name, ''), count(*)::text
+		FROM pg_catalog.pg_stat_activity WHERE usename = $1 AND pid <> pg_catalog.pg_backend_pid()
+		GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2`, [][]byte{[]byte(user)}, nil, nil, nil).Read()
+	if rr.Err != nil {
+		return nil, rr.Err
+	}
+	out := make([]Holder, 0, len(rr.Rows))
+	for _, row := range rr.Rows {
+		n, _ := strconv.Atoi(string(row[2]))
+		out = append(out, Holder{Client: string(row[0]), Application: string(row[1]), Sessions: n})
+	}
+	return out, nil
 }
 
 // Verify implements Database.

@@ -44,9 +44,29 @@ type Record struct {
 	FromUser string `json:"from_user,omitempty"`
 	ToUser   string `json:"to_user,omitempty"`
 	// Generation is the credential generation the proxy adopted.
-	Generation uint64    `json:"generation,omitempty"`
-	StartedAt  time.Time `json:"started_at"`
-	EndedAt    time.Time `json:"ended_at,omitzero"`
+	Generation uint64 `json:"generation,omitempty"`
+	// Waiting is set while retire waits for other clients (other proxies)
+	// to leave the old user, and kept with what was left when the fleet
+	// deadline passed.
+	Waiting   *FleetWait `json:"waiting,omitempty"`
+	StartedAt time.Time  `json:"started_at"`
+	EndedAt   time.Time  `json:"ended_at,omitzero"`
+}
+
+// FleetWait is retire's wait for the database to show no session of the
+// old user other than the ones this proxy keeps.
+type FleetWait struct {
+	User     string    `json:"user"`
+	Since    time.Time `json:"since"`
+	Deadline time.Time `json:"deadline"`
+	// Own is how many of the sessions are this proxy's (pinned sessions it
+	// knowingly keeps on the old credential).
+	Own int `json:"own"`
+	// Holders are the database's clients with sessions of User, this
+	// proxy's included.
+	Holders []Holder `json:"holders"`
+	// Others is the number of sessions that are not this proxy's.
+	Others int `json:"others"`
 }
 
 // PhaseRecord is one phase of a rotation.
@@ -73,6 +93,11 @@ func (r *Record) done(phase string) bool {
 func (r *Record) clone() Record {
 	c := *r
 	c.Phases = append([]PhaseRecord(nil), r.Phases...)
+	if r.Waiting != nil {
+		w := *r.Waiting
+		w.Holders = append([]Holder(nil), r.Waiting.Holders...)
+		c.Waiting = &w
+	}
 	return c
 }
 

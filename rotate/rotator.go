@@ -23,7 +23,8 @@ var ErrBusy = errors.New("a rotation of this backend is already running")
 
 // Metrics counts rotations by backend, strategy and result.
 type Metrics struct {
-	rotations *prometheus.CounterVec
+	rotations    *prometheus.CounterVec
+	sessionsLeft *prometheus.GaugeVec
 }
 
 // NewMetrics registers credswap_rotations_total with reg (nil: unregistered).
@@ -31,9 +32,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "credswap", Name: "rotations_total",
 		Help: "Finished rotations by strategy and result (succeeded, failed, rolled_back).",
-	}, []string{"backend", "strategy", "result"})}
+	}, []string{"backend", "strategy", "result"}),
+		sessionsLeft: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "credswap", Name: "rotation_retired_user_sessions",
+			Help: "Sessions of the user the last rotation retired that other clients (other proxies) still held when its fleet_deadline passed; they were left running. 0 when every client had moved.",
+		}, []string{"backend"}),
+	}
 	if reg != nil {
-		reg.MustRegister(m.rotations)
+		reg.MustRegister(m.rotations, m.sessionsLeft)
 	}
 	return m
 }

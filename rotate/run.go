@@ -33,7 +33,7 @@ func (r *Rotator) phases() []phase {
 // execute runs every phase not yet done. The running record and pending
 // state are set.
 func (r *Rotator) execute(ctx context.Context, _ []string) {
-	total := r.o.DrainDeadline + r.o.Config.Grace.D() + 5*time.Minute
+	total := r.o.DrainDeadline + r.o.Config.Grace.D() + r.o.Config.FleetDeadline.D() + 5*time.Minute
 	ctx, cancel := context.WithTimeout(ctx, total)
 	defer cancel()
 	for _, p := range r.phases() {
