@@ -106,3 +106,10 @@ func AsError(err error) *Error {
 // parameter is invalid). Backend.Connect returns such errors at once so
 // that the client learns the reason without waiting for connect_timeout.
 var ErrPermanent = errors.New("permanent backend error")
+
+// ErrUpstreamAuthRefused marks a backend login the proxy broke off
+// because the database (or whoever answered on its address) asked for a
+// password exchange that upstream_auth does not allow, such as the
+// cleartext password without verified TLS (docs/security.md). It is
+// always also ErrPermanent: asking again gets the same request.
+var ErrUpstreamAuthRefused = errors.New("refused the database's authentication request")
