@@ -157,8 +157,9 @@ func (g *LoginGuard) Wrap(nc net.Conn) net.Conn {
 
 // Refusal returns the error with which c, a connection from Wrap, broke off
 // a login, or nil. Client libraries keep only the text of a connection's
-// errors; this is the error itself, wrapping proxy.ErrUpstreamAuthRefused
-// and proxy.ErrPermanent.
+// errors; this is the error itself: for a request upstream_auth does not
+// answer it wraps proxy.ErrUpstreamAuthRefused and proxy.ErrPermanent; a
+// TLS failure or a server that does not speak the protocol is neither.
 func Refusal(c net.Conn) error {
 	if gc, ok := c.(*guardConn); ok {
 		return gc.refusal()
@@ -213,10 +214,15 @@ func (c *guardConn) refusal() error {
 	return c.err
 }
 
-// refuse records err as the reason the login was broken off and closes
-// the connection, so that the server gets nothing more.
+// refuse breaks the login off at an authentication request upstream_auth
+// does not answer.
 func (c *guardConn) refuse(format string, args ...any) error {
-	err := fmt.Errorf("%w: %w: "+format, append([]any{proxy.ErrPermanent, proxy.ErrUpstreamAuthRefused}, args...)...)
+	return c.fail(fmt.Errorf("%w: %w: "+format, append([]any{proxy.ErrPermanent, proxy.ErrUpstreamAuthRefused}, args...)...))
+}
+
+// fail records err as the reason the login was broken off and closes the
+// connection, so that the server gets nothing more.
+func (c *guardConn) fail(err error) error {
 	c.mu.Lock()
 	if c.err == nil {
 		c.err = err
@@ -279,10 +285,10 @@ func (c *guardConn) check(payload []byte) error {
 		}
 		caps, plugin, ok := parseGreetingAuth(payload)
 		if !ok {
-			return c.refuse("the database's greeting is not a MySQL handshake v10")
+			return c.fail(errors.New("the database's greeting is not a MySQL handshake v10"))
 		}
 		if c.tls != nil && caps&capSSL == 0 {
-			return c.refuse("the database does not offer TLS, which upstream_tls requires")
+			return c.fail(errors.New("the database does not offer TLS, which upstream_tls requires"))
 		}
 		if err := c.usePlugin(plugin); err != nil {
 			return err
@@ -290,7 +296,7 @@ func (c *guardConn) check(payload []byte) error {
 		c.state = guardResponse
 		return nil
 	case guardResponse:
-		return c.refuse("the database spoke before the handshake response")
+		return c.fail(errors.New("the database spoke before the handshake response"))
 	}
 	// guardAuth: OK, ERR, an authentication switch, or more data for the
 	// method in use.
@@ -389,7 +395,7 @@ func (c *guardConn) Write(p []byte) (int, error) {
 func (c *guardConn) send(pkt []byte) error {
 	switch c.state {
 	case guardGreeting:
-		return c.refuse("the client library spoke before the database's greeting")
+		return c.fail(errors.New("the client library spoke before the database's greeting"))
 	case guardResponse:
 		if c.tls != nil {
 			if err := c.startTLS(pkt); err != nil {
@@ -413,7 +419,7 @@ func (c *guardConn) send(pkt []byte) error {
 func (c *guardConn) startTLS(resp []byte) error {
 	const sslRequestLen = 32
 	if len(resp) < 4+sslRequestLen {
-		return c.refuse("the client library's handshake response is too short")
+		return c.fail(errors.New("the client library's handshake response is too short"))
 	}
 	caps := binary.LittleEndian.Uint32(resp[4:]) | capSSL
 	binary.LittleEndian.PutUint32(resp[4:], caps)
@@ -422,11 +428,11 @@ func (c *guardConn) startTLS(resp []byte) error {
 	req[0] = sslRequestLen
 	req[3] = resp[3]
 	if _, err := c.Conn.Write(req); err != nil {
-		return err
+		return c.fail(err)
 	}
 	tc := tls.Client(c.Conn, c.tls.Clone())
 	if err := tc.Handshake(); err != nil {
-		return err
+		return c.fail(err) // go-mysql would keep only the text
 	}
 	c.Conn = tc
 	c.shift = 1

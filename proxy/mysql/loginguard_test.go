@@ -3,6 +3,7 @@ package mysql
 import (
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
 	"encoding/pem"
@@ -109,7 +110,6 @@ func TestGuardCheck(t *testing.T) {
 		{"sha256_password, pinned key", &pinned.PublicKey,
 			[][]byte{greetingFor(pluginSHA256, 0), moreData(keyPEM(t, &pinned.PublicKey)...), ok}, false},
 		{"more data for native", nil, [][]byte{greetingFor(pluginNative, 0), moreData(4)}, true},
-		{"not a greeting", nil, [][]byte{{9, 1, 2}}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -138,6 +138,30 @@ func TestGuardCheck(t *testing.T) {
 				t.Fatalf("state after the last packet = %d, want done", c.state)
 			}
 		})
+	}
+}
+
+// TestGuardFailures: a server that does not speak the protocol, or lacks
+// the TLS upstream_tls requires, ends the login with an error that is not
+// a refusal (it may be retried).
+func TestGuardFailures(t *testing.T) {
+	for name, tt := range map[string]struct {
+		tls      bool
+		greeting []byte
+	}{
+		"not a greeting": {false, []byte{9, 1, 2}},
+		"no TLS":         {true, greetingFor(pluginNative, 0)},
+	} {
+		a, b := net.Pipe()
+		c := &guardConn{Conn: a}
+		if tt.tls {
+			c.tls = &tls.Config{}
+		}
+		err := c.check(tt.greeting)
+		b.Close()
+		if err == nil || errors.Is(err, proxy.ErrUpstreamAuthRefused) || errors.Is(err, proxy.ErrPermanent) || Refusal(c) != err {
+			t.Errorf("%s: got %v, want a recorded error that is neither a refusal nor permanent", name, err)
+		}
 	}
 }
 
