@@ -55,7 +55,7 @@ func loginExposure(bc config.Backend) string {
 	case bc.UpstreamAuth == "md5":
 		return "logins: SCRAM-SHA-256 or an md5 hash of the password, which an impostor can try to guess offline"
 	}
-	return "logins: SCRAM-SHA-256 only (the password is not sent; an impostor cannot complete a login)"
+	return "logins: SCRAM-SHA-256 only (the password is not sent)"
 }
 
 // warnReadableSecrets logs one warning for every file holding a secret
