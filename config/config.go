@@ -31,6 +31,10 @@ type Vault struct {
 	Timeout Duration `yaml:"timeout"`
 	// Auth says how the proxy logs in to Vault.
 	Auth VaultAuth `yaml:"auth"`
+	// AllowInsecureHTTP accepts an http:// Address on a host that is not
+	// loopback; the Vault token and every secret then cross the network
+	// in plaintext.
+	AllowInsecureHTTP bool `yaml:"allow_insecure_http"`
 }
 
 // Enabled reports whether a Vault server is configured.
@@ -92,6 +96,19 @@ type Backend struct {
 	Upstream string `yaml:"upstream"`
 	// UpstreamTLS is how the proxy secures its connections to Upstream.
 	UpstreamTLS UpstreamTLS `yaml:"upstream_tls"`
+	// UpstreamAuth says which password exchanges the proxy's logins to
+	// Upstream take part in. PostgreSQL: scram-sha-256, md5 (SCRAM or
+	// md5) or any (also the cleartext password). MySQL: scramble
+	// (scrambles, and full authentication only to
+	// UpstreamRSAPublicKeyFile) or any (also mysql_clear_password and the
+	// server's own RSA key). Default any with upstream_tls.mode
+	// verify-full, scram-sha-256 or scramble otherwise (docs/security.md).
+	UpstreamAuth string `yaml:"upstream_auth"`
+	// UpstreamRSAPublicKeyFile is the MySQL server's RSA public key
+	// (PEM): with upstream_auth scramble, caching_sha2_password full
+	// authentication and sha256_password encrypt the password to this key
+	// and to no other.
+	UpstreamRSAPublicKeyFile string `yaml:"upstream_rsa_public_key_file"`
 	// ClientTLS is the certificate offered to clients; empty disables TLS
 	// towards clients.
 	ClientTLS ClientTLS `yaml:"client_tls"`

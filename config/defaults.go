@@ -69,6 +69,7 @@ func applyDefaults(c *Config, given fieldSet) {
 	for i := range c.Backends {
 		b := &c.Backends[i]
 		setDefault(given, &b.UpstreamTLS.Mode, defaultUpstreamTLSMode)
+		setDefault(given, &b.UpstreamAuth, defaultUpstreamAuth(b.Protocol, b.UpstreamTLS.Mode))
 		setDefault(given, &b.Credential.RefreshInterval, Duration(defaultRefreshInterval))
 		if b.Rotation.Enabled() {
 			setDefault(given, &b.Rotation.FleetDeadline, b.Credential.RefreshInterval+b.DrainDeadline)
@@ -133,6 +134,21 @@ func defaultPublish(source string) string {
 		return sourceVaultKV
 	}
 	return "none"
+}
+
+// defaultUpstreamAuth is upstream_auth when absent: whatever the server
+// asks for when TLS has verified that it is the database (verify-full),
+// otherwise only exchanges that do not hand the password to whoever
+// answers on the upstream address (docs/security.md). verify-ca does not
+// count: any certificate of the CA passes, whoever holds it.
+func defaultUpstreamAuth(protocol, tlsMode string) string {
+	switch {
+	case tlsMode == tlsVerifyFull:
+		return upstreamAuthAny
+	case protocol == protocolMySQL:
+		return upstreamAuthScramble
+	}
+	return authSCRAM
 }
 
 // setCredentialDefaults fills the defaults of an admin credential.

@@ -51,6 +51,8 @@
 //	shutdown_timeout                   30s
 //	log.level, log.format              info, json
 //	backends[].upstream_tls.mode       disable
+//	backends[].upstream_auth           any with upstream_tls.mode verify-full, else
+//	                                   scram-sha-256 (postgres) or scramble (mysql)
 //	backends[].credential.refresh_interval  30s
 //	backends[].verify_database         postgres (protocol postgres only)
 //	backends[].drain_deadline          60s
@@ -68,6 +70,8 @@
 // the proxy runs itself (package rotate).
 //
 // Relative paths in password_file, credential.path (source file),
-// admin.token_file, cert_file, key_file and ca_file are resolved against
-// ParseOptions.BaseDir; Load uses the configuration file's directory.
+// admin.token_file, cert_file, key_file, ca_file and
+// upstream_rsa_public_key_file are resolved against ParseOptions.BaseDir;
+// Load uses the configuration file's directory. SecretFiles lists the
+// files that hold secrets.
 package config

@@ -68,6 +68,18 @@ backends:
       - {user: app, password: "` + literalSecret + `${UNSET}"}
       - {user: b, password: "${` + literalSecret + `}"}
 `,
+		"plain HTTP Vault address with credentials in it": `
+vault:
+  address: "http://` + literalSecret + `@vault.internal:8200/?token=${APP_PASSWORD}"
+  auth: {method: token, token: "${APP_PASSWORD}"}
+backends:
+  - name: orders
+    protocol: postgres
+    listen: 127.0.0.1:6432
+    upstream: 127.0.0.1:5432
+    clients: [{user: app, password: x}]
+    credential: {source: vault-kv, path: orders/db}
+`,
 		"invalid YAML after a secret": "backends:\n  - clients: [{user: app, password: " + literalSecret + "}]\n    name: [\n",
 	}
 	for name, doc := range docs {

@@ -24,6 +24,10 @@ const (
 	authCachingSHA2 = "caching_sha2_password"
 	authNative      = "mysql_native_password"
 
+	// upstream_auth: authSCRAM and authMD5 (postgres), or these.
+	upstreamAuthAny      = "any"
+	upstreamAuthScramble = "scramble" // mysql
+
 	sourceFile    = "file"
 	sourceEnv     = "env"
 	sourceVaultKV = "vault-kv"
@@ -162,6 +166,7 @@ func (v *validator) backend(p string, b *Backend) {
 	v.address(p+".listen", at(&b.Listen), b.Listen, true, false)
 	v.address(p+".upstream", at(&b.Upstream), b.Upstream, false, true)
 	v.upstreamTLS(p+".upstream_tls", &b.UpstreamTLS, b)
+	v.upstreamAuth(p, b)
 	v.clientTLS(p+".client_tls", &b.ClientTLS, b)
 	v.clients(p+".clients", b)
 	v.credential(p+".credential", &b.Credential, b)
@@ -290,6 +295,24 @@ func (v *validator) upstreamTLS(p string, t *UpstreamTLS, b *Backend) {
 		v.bad(p+".mode", at(&t.Mode), "must be one of disable, require, verify-ca, verify-full")
 	}
 	v.certPair(p, t.CertFile, t.KeyFile, at(&t.CertFile), at(&t.KeyFile))
+}
+
+// upstreamAuth checks upstream_auth and upstream_rsa_public_key_file.
+func (v *validator) upstreamAuth(p string, b *Backend) {
+	at := func(field any) int { return v.line(field, b) }
+	switch b.Protocol {
+	case protocolPostgres:
+		v.oneOf(p+".upstream_auth", at(&b.UpstreamAuth), b.UpstreamAuth, authSCRAM, authMD5, upstreamAuthAny)
+		if b.UpstreamRSAPublicKeyFile != "" {
+			v.bad(p+".upstream_rsa_public_key_file", at(&b.UpstreamRSAPublicKeyFile), "is only used by protocol mysql")
+		}
+	case protocolMySQL:
+		v.oneOf(p+".upstream_auth", at(&b.UpstreamAuth), b.UpstreamAuth, upstreamAuthScramble, upstreamAuthAny)
+		if b.UpstreamRSAPublicKeyFile != "" && b.UpstreamAuth == upstreamAuthAny {
+			v.bad(p+".upstream_rsa_public_key_file", v.line(&b.UpstreamRSAPublicKeyFile, &b.UpstreamAuth, b),
+				"is only used with upstream_auth scramble (with any, the password goes to whatever key the server sends); set upstream_auth: scramble")
+		}
+	}
 }
 
 // clientTLS checks the TLS settings towards clients.
@@ -489,6 +512,9 @@ func (v *validator) vault(vc *Vault) {
 		v.bad("vault.address", at(&vc.Address), "is required")
 	} else if u, err := url.Parse(vc.Address); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		v.bad("vault.address", at(&vc.Address), "must be an http:// or https:// URL")
+	} else if u.Scheme == "http" && !isLoopback(u.Hostname()) && !vc.AllowInsecureHTTP {
+		v.bad("vault.address", at(&vc.Address),
+			"must be an https:// URL unless the host is loopback (127.0.0.1, ::1 or localhost): over http:// the Vault token and the secrets cross the network in plaintext; set vault.allow_insecure_http: true to accept that")
 	}
 	v.positive("vault.timeout", at(&vc.Timeout), vc.Timeout)
 	a := &vc.Auth
@@ -630,8 +656,6 @@ func isWildcard(host string) bool {
 	return ip != nil && ip.IsUnspecified()
 }
 
-// isLoopback reports whether host is "localhost" or a loopback IP address
-// (127.0.0.0/8, ::1).
 // allowedHostProblem says what is wrong with an admin.allowed_hosts
 // entry, or "": it must be a host name or an IP address, without scheme,
 // port, path or wildcard.
@@ -651,6 +675,8 @@ func allowedHostProblem(h string) string {
 	return ""
 }
 
+// isLoopback reports whether host is "localhost" or a loopback IP address
+// (127.0.0.0/8, ::1).
 func isLoopback(host string) bool {
 	if strings.EqualFold(host, "localhost") {
 		return true

@@ -98,6 +98,28 @@ func TestValidate(t *testing.T) {
 		}, "", ""},
 		{"postgres dual-password", func(d tree) { sub(backend(d, 0), "rotation")["strategy"] = "dual-password" },
 			"backends[0].rotation.strategy", "dual-password needs protocol mysql"},
+		{"postgres upstream_auth md5", func(d tree) { backend(d, 0)["upstream_auth"] = "md5" }, "", ""},
+		{"postgres upstream_auth any", func(d tree) { backend(d, 0)["upstream_auth"] = "any" }, "", ""},
+		{"postgres upstream_auth password", func(d tree) { backend(d, 0)["upstream_auth"] = "password" },
+			"backends[0].upstream_auth", "must be one of scram-sha-256, md5, any"},
+		{"postgres upstream_auth scramble", func(d tree) { backend(d, 0)["upstream_auth"] = "scramble" },
+			"backends[0].upstream_auth", "must be one of scram-sha-256, md5, any"},
+		{"postgres upstream_rsa_public_key_file", func(d tree) { backend(d, 0)["upstream_rsa_public_key_file"] = "db.pem" },
+			"backends[0].upstream_rsa_public_key_file", "is only used by protocol mysql"},
+		{"mysql upstream_auth scramble with a key", func(d tree) {
+			backend(d, 0)["protocol"] = "mysql"
+			backend(d, 0)["upstream_auth"] = "scramble"
+			backend(d, 0)["upstream_rsa_public_key_file"] = "db.pem"
+		}, "", ""},
+		{"mysql upstream_auth scram-sha-256", func(d tree) {
+			backend(d, 0)["protocol"] = "mysql"
+			backend(d, 0)["upstream_auth"] = "scram-sha-256"
+		}, "backends[0].upstream_auth", "must be one of scramble, any"},
+		{"mysql verify-full key without upstream_auth", func(d tree) {
+			backend(d, 0)["protocol"] = "mysql"
+			backend(d, 0)["upstream_tls"] = tree{"mode": "verify-full"}
+			backend(d, 0)["upstream_rsa_public_key_file"] = "db.pem"
+		}, "backends[0].upstream_rsa_public_key_file", "is only used with upstream_auth scramble"},
 		{"verify_database empty", func(d tree) { backend(d, 0)["verify_database"] = "" }, "backends[0].verify_database", "must not be empty"},
 
 		// addresses
@@ -238,11 +260,23 @@ func TestValidate(t *testing.T) {
 		{"vault address not a URL", func(d tree) {
 			d["vault"] = tree{"address": "vault:8200", "auth": tree{"method": "token", "token": "t"}}
 		}, "vault.address", "http:// or https:// URL"},
+		{"vault plain HTTP off loopback", func(d tree) {
+			d["vault"] = tree{"address": "http://vault.internal:8200", "auth": tree{"method": "token", "token": "t"}}
+		}, "vault.address", "must be an https:// URL unless the host is loopback"},
+		{"vault plain HTTP off loopback allowed", func(d tree) {
+			d["vault"] = tree{"address": "http://vault.internal:8200", "allow_insecure_http": true, "auth": tree{"method": "token", "token": "t"}}
+		}, "", ""},
+		{"vault plain HTTP on localhost", func(d tree) {
+			d["vault"] = tree{"address": "http://localhost:8200", "auth": tree{"method": "token", "token": "t"}}
+		}, "", ""},
+		{"vault plain HTTP on IPv6 loopback", func(d tree) {
+			d["vault"] = tree{"address": "http://[::1]:8200", "auth": tree{"method": "token", "token": "t"}}
+		}, "", ""},
 		{"vault approle without secret", func(d tree) {
-			d["vault"] = tree{"address": "http://v:8200", "auth": tree{"method": "approle", "role_id": "r"}}
+			d["vault"] = tree{"address": "https://v:8200", "auth": tree{"method": "approle", "role_id": "r"}}
 		}, "vault.auth.secret_id_file", "is required with method approle"},
 		{"vault unknown method", func(d tree) {
-			d["vault"] = tree{"address": "http://v:8200", "auth": tree{"method": "kerberos"}}
+			d["vault"] = tree{"address": "https://v:8200", "auth": tree{"method": "kerberos"}}
 		}, "vault.auth.method", "must be one of token, token_file, approle"},
 		{"file without path", func(d tree) { delete(sub(backend(d, 0), "credential"), "path") },
 			"backends[0].credential.path", "is required with source file"},

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/credswap/credswap/creds"
+	"github.com/credswap/credswap/internal/logging"
 )
 
 // DeadlinePolicy says what happens to sessions still on a replaced
@@ -305,6 +306,12 @@ func (b *Backend) Connect(ctx context.Context, key string, dial DialFunc) (Poole
 				return c, nil
 			}
 			lastErr = err
+			if errors.Is(err, ErrUpstreamAuthRefused) {
+				// An impostor on the upstream address, or a server set up
+				// for weaker authentication than upstream_auth allows.
+				b.log.Error("broke off a backend login: the database asked for an authentication upstream_auth does not allow; the password was not sent",
+					logging.Audit(), zap.String("username", gen.Cred.Username), zap.Uint64("generation", gen.N), zap.Error(err))
+			}
 			if errors.Is(err, ErrPermanent) {
 				return nil, err
 			}

@@ -111,3 +111,10 @@ var ErrPermanent = errors.New("permanent backend error")
 // connection slots (PostgreSQL 53300, MySQL 1040 and 1203). A drain backs
 // off and tries again; a client never sees it from a drain.
 var ErrDatabaseFull = errors.New("the database has no connection slot free")
+
+// ErrUpstreamAuthRefused marks a backend login the proxy broke off
+// because the database (or whoever answered on its address) asked for a
+// password exchange that upstream_auth does not allow, such as the
+// cleartext password without verified TLS (docs/security.md). It is
+// always also ErrPermanent: asking again gets the same request.
+var ErrUpstreamAuthRefused = errors.New("refused the database's authentication request")

@@ -3,28 +3,34 @@ package rotate
 import (
 	"context"
 	"crypto/sha1"
-	"crypto/tls"
 	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/credswap/credswap/creds"
+	myproxy "github.com/credswap/credswap/proxy/mysql"
 )
 
 // MySQL implements Database (and DualPassworder) for MySQL and MariaDB.
 // Administrative statements run over a fresh connection per call with the
-// backend's address and TLS settings.
+// backend's address, TLS settings and upstream_auth. The statements that
+// set a password carry it (MySQL) or its mysql_native_password hash
+// (MariaDB) as written: only upstream TLS keeps them from the network.
 type MySQL struct {
 	// Addr is host:port of the database.
 	Addr string
-	// TLS secures the connection; nil sends plaintext.
-	TLS *tls.Config
+	// Login polices every login (upstream_auth) and holds the upstream
+	// TLS configuration: the backend dialer's LoginGuard. Nil logs in over
+	// plaintext answering scrambles only.
+	Login *myproxy.LoginGuard
 	// Timeout bounds dialing and each statement (default 10s).
 	Timeout time.Duration
 }
@@ -41,21 +47,65 @@ type DualPassworder interface {
 
 var _ DualPassworder = MySQL{}
 
-func (m MySQL) db(c creds.Credential) (*sql.DB, error) {
+// db returns a pool of at most one connection logging in as c, and the
+// dialer its connections come from.
+func (m MySQL) db(c creds.Credential) (*sql.DB, *guardedDial, error) {
+	gd := &guardedDial{guard: m.Login, timeout: m.timeout()}
 	cfg := mysql.NewConfig()
 	cfg.User, cfg.Passwd = c.Username, c.Password
 	cfg.Net, cfg.Addr = "tcp", m.Addr
-	cfg.TLS = m.TLS
+	cfg.TLS = m.Login.LibraryTLS()
+	cfg.DialFunc = gd.dial
+	// The driver would print connection errors to stderr, outside
+	// credswap's log; they reach the caller as errors anyway.
+	cfg.Logger = &mysql.NopLogger{}
 	cfg.AllowNativePasswords = true
 	cfg.Timeout = m.timeout()
 	cfg.ReadTimeout, cfg.WriteTimeout = m.timeout(), m.timeout()
 	conn, err := mysql.NewConnector(cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	db := sql.OpenDB(conn)
 	db.SetMaxOpenConns(1)
-	return db, nil
+	return db, gd, nil
+}
+
+// guardedDial dials go-sql-driver's connections through the LoginGuard
+// and remembers the latest, whose refusal explains a failed login
+// (go-sql-driver reports it as "invalid connection").
+type guardedDial struct {
+	guard   *myproxy.LoginGuard
+	timeout time.Duration
+	mu      sync.Mutex
+	last    net.Conn
+}
+
+func (g *guardedDial) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	nd := net.Dialer{Timeout: g.timeout, KeepAlive: 30 * time.Second}
+	nc, err := nd.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	c := g.guard.Wrap(nc)
+	g.mu.Lock()
+	g.last = c
+	g.mu.Unlock()
+	return c, nil
+}
+
+// explain returns the guard's refusal of the latest login instead of err,
+// if there was one.
+func (g *guardedDial) explain(err error) error {
+	g.mu.Lock()
+	c := g.last
+	g.mu.Unlock()
+	if c != nil {
+		if r := myproxy.Refusal(c); r != nil {
+			return r
+		}
+	}
+	return err
 }
 
 func (m MySQL) timeout() time.Duration {
@@ -103,14 +153,14 @@ type mysqlSession struct {
 }
 
 func (m MySQL) open(ctx context.Context, admin creds.Credential) (*mysqlSession, error) {
-	db, err := m.db(admin)
+	db, gd, err := m.db(admin)
 	if err != nil {
 		return nil, err
 	}
 	var v string
 	if err := db.QueryRowContext(ctx, "SELECT VERSION()").Scan(&v); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("connecting as %s: %w", admin.Username, classifyMySQLError(err))
+		return nil, fmt.Errorf("connecting as %s: %w", admin.Username, gd.explain(classifyMySQLError(err)))
 	}
 	return &mysqlSession{db: db, srv: parseServerVersion(v)}, nil
 }
@@ -229,14 +279,17 @@ func (m MySQL) Sessions(ctx context.Context, admin creds.Credential, user string
 
 // Verify implements Database.
 func (m MySQL) Verify(ctx context.Context, c creds.Credential) error {
-	db, err := m.db(c)
+	db, gd, err := m.db(c)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
 	ctx, cancel := context.WithTimeout(ctx, m.timeout())
 	defer cancel()
-	return classifyMySQLError(db.PingContext(ctx))
+	if err := db.PingContext(ctx); err != nil {
+		return gd.explain(classifyMySQLError(err))
+	}
+	return nil
 }
 
 // AddPassword implements DualPassworder.

@@ -6,6 +6,7 @@ package app
 
 import (
 	"context"
+	"crypto/rsa"
 	"errors"
 	"fmt"
 	"reflect"
@@ -102,6 +103,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 	} else {
 		a.log.Info("relay loops unavailable; using goroutine relay", zap.Error(lerr))
 	}
+	warnReadableSecrets(cfg, a.log)
 	rotMetrics := rotate.NewMetrics(opts.Registry)
 	var rts []*proxy.Backend
 	rotators := map[string]*rotate.Rotator{}
@@ -213,16 +215,24 @@ func newSource(c config.Credential, v *creds.Vault, log *zap.Logger) (creds.Sour
 }
 
 // NewMySQLDialer builds the MySQL dialer a backend with protocol mysql
-// uses for sessions and test logins.
+// uses for sessions, test logins, KILL and rotations.
 func NewMySQLDialer(bc config.Backend) (*mysql.Dialer, error) {
 	upTLS, err := proxy.UpstreamTLSConfig(bc.UpstreamTLS, bc.Upstream)
 	if err != nil {
 		return nil, err
 	}
+	var key *rsa.PublicKey
+	if bc.UpstreamRSAPublicKeyFile != "" {
+		if key, err = mysql.LoadServerKey(bc.UpstreamRSAPublicKeyFile); err != nil {
+			return nil, fmt.Errorf("upstream_rsa_public_key_file: %w", err)
+		}
+	}
 	return mysql.NewDialer(mysql.DialerOptions{
-		Upstream: bc.Upstream,
-		TLS:      upTLS,
-		Timeout:  min(bc.Limits.ConnectTimeout.D(), 10*time.Second),
+		Upstream:  bc.Upstream,
+		TLS:       upTLS,
+		Timeout:   min(bc.Limits.ConnectTimeout.D(), 10*time.Second),
+		Auth:      bc.UpstreamAuth,
+		ServerKey: key,
 	})
 }
 
@@ -257,6 +267,7 @@ func NewDialer(bc config.Backend) (*postgres.Dialer, error) {
 		TLS:            upTLS,
 		Timeout:        min(bc.Limits.ConnectTimeout.D(), 10*time.Second),
 		VerifyDatabase: bc.VerifyDatabase,
+		Auth:           bc.UpstreamAuth,
 	})
 }
 
@@ -282,6 +293,7 @@ func (a *App) startBackend(ctx context.Context, bc config.Backend, metrics *prox
 	default:
 		return nil, fmt.Errorf("protocol %q is not supported", bc.Protocol)
 	}
+	warnUnverifiedUpstream(bc, log)
 	src, err := newSource(bc.Credential, a.vault, log)
 	if err != nil {
 		return nil, err
@@ -430,11 +442,11 @@ func rotationDB(bc config.Backend) (rotate.Database, error) {
 		}
 		return rotate.Postgres{Dialer: dialer}, nil
 	case "mysql":
-		upTLS, err := proxy.UpstreamTLSConfig(bc.UpstreamTLS, bc.Upstream)
+		dialer, err := NewMySQLDialer(bc)
 		if err != nil {
 			return nil, err
 		}
-		return rotate.MySQL{Addr: bc.Upstream, TLS: upTLS, Timeout: min(bc.Limits.ConnectTimeout.D(), 10*time.Second)}, nil
+		return rotate.MySQL{Addr: bc.Upstream, Login: dialer.LoginGuard(), Timeout: min(bc.Limits.ConnectTimeout.D(), 10*time.Second)}, nil
 	}
 	return nil, fmt.Errorf("protocol %q is not supported", bc.Protocol)
 }
@@ -499,8 +511,9 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 			errs = append(errs, fmt.Errorf("backend %s: new backends need a restart", nb.Name))
 			continue
 		}
-		if nb.Listen != b.cfg.Listen || nb.Upstream != b.cfg.Upstream || nb.UpstreamTLS != b.cfg.UpstreamTLS || nb.ClientTLS != b.cfg.ClientTLS {
-			errs = append(errs, fmt.Errorf("backend %s: listen, upstream and TLS changes need a restart", nb.Name))
+		if nb.Listen != b.cfg.Listen || nb.Upstream != b.cfg.Upstream || nb.UpstreamTLS != b.cfg.UpstreamTLS || nb.ClientTLS != b.cfg.ClientTLS ||
+			nb.UpstreamAuth != b.cfg.UpstreamAuth || nb.UpstreamRSAPublicKeyFile != b.cfg.UpstreamRSAPublicKeyFile {
+			errs = append(errs, fmt.Errorf("backend %s: listen, upstream, TLS and upstream_auth changes need a restart", nb.Name))
 		}
 		if err := b.setUsers(nb.Clients); err != nil {
 			errs = append(errs, fmt.Errorf("backend %s: %w", nb.Name, err))

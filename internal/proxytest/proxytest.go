@@ -86,6 +86,19 @@ func StartMySQL(t testing.TB, maria *testenv.MariaDB, user, password string, opt
 	return p
 }
 
+// StartUpstream runs a proxy with protocol "postgres" (backend "pg") or
+// "mysql" (backend "my") in front of whatever listens on upstream, such
+// as an Impostor, with a backend credential file holding user and
+// password. It is shut down when the test ends.
+func StartUpstream(t testing.TB, protocol, upstream, user, password string, opts ...Option) *Proxy {
+	t.Helper()
+	name := "pg"
+	if protocol == "mysql" {
+		name = "my"
+	}
+	return start(t, name, protocol, upstream, user, password, opts)
+}
+
 func start(t testing.TB, name, protocol, upstream, user, password string, opts []Option) *Proxy {
 	t.Helper()
 	dir := t.TempDir()

@@ -145,7 +145,8 @@ func (p *Postgres) CreateDatabase(t testing.TB) string {
 }
 
 // CreateUser creates a LOGIN role whose unique name starts with prefix (lowercased) and returns
-// its name and random password, stored as scram-sha-256. At cleanup its sessions are terminated
+// its name and random password, stored as password_encryption says (scram-sha-256 unless the
+// server's ExtraConfig changes it). At cleanup its sessions are terminated
 // and the role dropped; if it still owns objects or holds privileges, these are dropped (DROP
 // OWNED) in every database first.
 func (p *Postgres) CreateUser(t testing.TB, prefix string) (user, password string) {

@@ -38,6 +38,9 @@ const (
 type PostgresOptions struct {
 	// ExtraConfig lines appended to postgresql.conf, after testenv's own settings (so they win).
 	ExtraConfig []string
+	// HostAuth is the pg_hba method for TCP logins (default scram-sha-256), e.g. "md5", which
+	// answers with SCRAM for users whose password is stored as SCRAM and with md5 otherwise.
+	HostAuth string
 }
 
 // Postgres is a running throwaway PostgreSQL server. Its fields are set by StartPostgres and
@@ -73,7 +76,8 @@ func (p *Postgres) Bin(name string) string { return filepath.Join(p.BinDir, name
 //
 // The server has ssl=on with a certificate for "localhost", 127.0.0.1 and ::1 from a fresh CA,
 // password_encryption=scram-sha-256 and pg_hba rules `local all all trust`, `host all all
-// 127.0.0.1/32 scram-sha-256` and `host all all ::1/128 scram-sha-256`; it trades durability for
+// 127.0.0.1/32 scram-sha-256` and `host all all ::1/128 scram-sha-256` (opts.HostAuth replaces
+// scram-sha-256); it trades durability for
 // speed (fsync=off). ctx bounds the start only: the server runs until [Postgres.Stop] (or [Main])
 // stops it. Missing binaries or a missing "postgres" OS user (when root) are reported as a
 // *MissingError. Start failures carry the tail of the server log.
@@ -150,10 +154,14 @@ func (p *Postgres) setup(ctx context.Context, opts PostgresOptions) error {
 	if err := os.Mkdir(p.SocketDir, 0o755); err != nil {
 		return fmt.Errorf("testenv: %w", err)
 	}
+	hostAuth := opts.HostAuth
+	if hostAuth == "" {
+		hostAuth = "scram-sha-256"
+	}
 	hba := "# Written by credswap testenv.\n" +
 		"local all all trust\n" +
-		"host all all 127.0.0.1/32 scram-sha-256\n" +
-		"host all all ::1/128 scram-sha-256\n"
+		"host all all 127.0.0.1/32 " + hostAuth + "\n" +
+		"host all all ::1/128 " + hostAuth + "\n"
 	if err := os.WriteFile(filepath.Join(p.DataDir, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
 		return fmt.Errorf("testenv: %w", err)
 	}

@@ -3,6 +3,7 @@ package mysql
 import (
 	"bytes"
 	"context"
+	"crypto/rsa"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
@@ -34,8 +35,10 @@ const (
 // It is safe for concurrent use.
 type Dialer struct {
 	addr    string
-	tls     *tls.Config // nil: plaintext
 	timeout time.Duration
+	// guard polices every login (upstream_auth) and holds the upstream
+	// TLS configuration; go-mysql gets its LibraryTLS.
+	guard *LoginGuard
 	// info is what the server announced in its latest greeting.
 	info atomic.Pointer[serverInfo]
 }
@@ -48,6 +51,12 @@ type DialerOptions struct {
 	TLS *tls.Config
 	// Timeout bounds one login attempt (TCP, TLS and authentication).
 	Timeout time.Duration
+	// Auth is the upstream_auth policy: UpstreamAuthScramble (also when
+	// empty) or UpstreamAuthAny. Every login of the Dialer obeys it.
+	Auth string
+	// ServerKey is the database's pinned RSA public key
+	// (upstream_rsa_public_key_file), or nil; see LoginGuardOptions.
+	ServerKey *rsa.PublicKey
 }
 
 // NewDialer returns a Dialer for opts.Upstream.
@@ -58,7 +67,27 @@ func NewDialer(opts DialerOptions) (*Dialer, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 10 * time.Second
 	}
-	return &Dialer{addr: opts.Upstream, tls: opts.TLS, timeout: opts.Timeout}, nil
+	guard, err := NewLoginGuard(LoginGuardOptions{TLS: opts.TLS, Auth: opts.Auth, ServerKey: opts.ServerKey})
+	if err != nil {
+		return nil, err
+	}
+	return &Dialer{addr: opts.Upstream, timeout: opts.Timeout, guard: guard}, nil
+}
+
+// LoginGuard returns the guard every login of d goes through, for other
+// logins to the same database (a rotation's administrative connections).
+func (d *Dialer) LoginGuard() *LoginGuard { return d.guard }
+
+// loginError returns the error of a failed login over conn (nil if it was
+// never dialed): the guard's refusal if it broke the login off, which
+// go-mysql reports only as text, else err classified.
+func loginError(conn net.Conn, err error) error {
+	if conn != nil {
+		if r := Refusal(conn); r != nil {
+			return r
+		}
+	}
+	return classifyDialError(err)
 }
 
 // serverInfo is what a server's initial handshake announced.
@@ -168,7 +197,10 @@ func (d *Dialer) dial(ctx context.Context, gen *creds.Generation, p dialParams) 
 	prev := d.info.Load()
 	mariaDB := prev == nil || prev.mariaDB
 	want := p.caps & mirrored
-	var sniff *sniffConn
+	var (
+		sniff   *sniffConn
+		guarded net.Conn
+	)
 	dialer := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		nd := net.Dialer{Timeout: d.timeout, KeepAlive: 30 * time.Second}
 		nc, err := nd.DialContext(ctx, network, addr)
@@ -176,12 +208,13 @@ func (d *Dialer) dial(ctx context.Context, gen *creds.Generation, p dialParams) 
 			return nil, err
 		}
 		nc.SetDeadline(deadline)
-		sniff = &sniffConn{Conn: nc}
+		guarded = d.guard.Wrap(nc)
+		sniff = &sniffConn{Conn: guarded}
 		return sniff, nil
 	}
 	configure := func(c *client.Conn) error {
-		if d.tls != nil {
-			c.SetTLSConfig(d.tls.Clone())
+		if t := d.guard.LibraryTLS(); t != nil {
+			c.SetTLSConfig(t.Clone())
 		}
 		if err := c.SetCollation(collationName(p.collation, mariaDB)); err != nil {
 			return err
@@ -213,7 +246,7 @@ func (d *Dialer) dial(ctx context.Context, gen *creds.Generation, p dialParams) 
 		if sniff != nil {
 			sniff.Close()
 		}
-		return nil, classifyDialError(err)
+		return nil, loginError(guarded, err)
 	}
 	info := sniff.info()
 	if info == nil {
@@ -227,9 +260,9 @@ func (d *Dialer) dial(ctx context.Context, gen *creds.Generation, p dialParams) 
 	}
 	raw := c.Conn.Conn
 	if raw == sniff {
-		raw = sniff.Conn
+		raw = unwrapGuard(sniff.Conn)
 	}
-	sniff.Conn.SetDeadline(time.Time{})
+	raw.SetDeadline(time.Time{})
 	sc := &serverConn{
 		conn:    raw,
 		thread:  c.GetConnectionID(),
@@ -259,12 +292,12 @@ func (d *Dialer) Connect(ctx context.Context, cred creds.Credential) (*client.Co
 			return nil, err
 		}
 		nc.SetDeadline(deadline)
-		raw = nc
-		return nc, nil
+		raw = d.guard.Wrap(nc)
+		return raw, nil
 	}
 	configure := func(c *client.Conn) error {
-		if d.tls != nil {
-			c.SetTLSConfig(d.tls.Clone())
+		if t := d.guard.LibraryTLS(); t != nil {
+			c.SetTLSConfig(t.Clone())
 		}
 		return c.SetCollation("utf8mb4_general_ci")
 	}
@@ -273,7 +306,7 @@ func (d *Dialer) Connect(ctx context.Context, cred creds.Credential) (*client.Co
 		if raw != nil {
 			raw.Close()
 		}
-		return nil, classifyDialError(err)
+		return nil, loginError(raw, err)
 	}
 	return c, nil
 }

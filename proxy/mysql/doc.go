@@ -7,6 +7,13 @@
 // relay, and the live switch of a session to a new backend connection
 // with its state replayed.
 //
+// Every login to the database (sessions, test logins, KILL, and through
+// LoginGuard the rotations' go-sql-driver logins) obeys upstream_auth:
+// unless upstream TLS verifies the server, it answers scrambles only, and
+// a LoginGuard between the client library and the server breaks the login
+// off before the library could hand over the password (docs/security.md,
+// "The upstream").
+//
 // # Relay
 //
 // MySQL is a strict command/response protocol, so each session runs on

@@ -13,23 +13,28 @@ import (
 )
 
 // TestUpstreamTLS: with upstream_tls the backend connections are
-// encrypted (the database reports a TLS version for the session), and
-// verify-full refuses a server whose certificate another CA signed.
+// encrypted (the database reports a TLS version for the session), whether
+// the login guard makes the TLS handshake (upstream_auth scramble) or
+// go-mysql does (any), and verify-full refuses a server whose certificate
+// another CA signed.
 func TestUpstreamTLS(t *testing.T) {
 	m := testenv.MariaDBServer(t)
 	db := m.CreateDatabase(t)
 	user, password := m.CreateUser(t, "tls")
 	m.Grant(t, user, db)
 	for _, mode := range []string{"require", "verify-ca", "verify-full"} {
-		t.Run(mode, func(t *testing.T) {
-			p := proxytest.StartMySQL(t, m, user, password, func(c *config.Config) {
-				c.Backends[0].UpstreamTLS = config.UpstreamTLS{Mode: mode, CAFile: m.CA.CertFile, ServerName: "localhost"}
+		for _, auth := range []string{"scramble", "any"} {
+			t.Run(mode+"/"+auth, func(t *testing.T) {
+				p := proxytest.StartMySQL(t, m, user, password, func(c *config.Config) {
+					c.Backends[0].UpstreamTLS = config.UpstreamTLS{Mode: mode, CAFile: m.CA.CertFile, ServerName: "localhost"}
+					c.Backends[0].UpstreamAuth = auth
+				})
+				c := conn(t, p, db, "")
+				if v := queryString(t, c, "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'SSL_VERSION'"); !strings.HasPrefix(v, "TLS") {
+					t.Fatalf("backend session SSL_VERSION = %q, want TLS", v)
+				}
 			})
-			c := conn(t, p, db, "")
-			if v := queryString(t, c, "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'SSL_VERSION'"); !strings.HasPrefix(v, "TLS") {
-				t.Fatalf("backend session SSL_VERSION = %q, want TLS", v)
-			}
-		})
+		}
 	}
 
 	// A CA that did not sign the server's certificate.

@@ -4,7 +4,10 @@
 // cleartext-over-TLS authentication against local users), the back end that
 // logs in to the database with the current credential through pgconn and
 // hijacks the connection, the frame relay, and the live switch of a
-// session to a new backend connection with its state replayed.
+// session to a new backend connection with its state replayed. Every
+// login to the database answers only the authentication requests
+// upstream_auth allows (SCRAM-SHA-256 unless upstream TLS verifies the
+// server; docs/security.md, "The upstream").
 //
 // # Relay
 //

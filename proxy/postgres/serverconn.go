@@ -27,7 +27,9 @@ type Dialer struct {
 	timeout time.Duration
 	// verifyDB is the database test logins connect to.
 	verifyDB string
-	base     *pgconn.Config
+	// auth is the upstream_auth policy, also set in base.RequireAuth.
+	auth string
+	base *pgconn.Config
 }
 
 // DialerOptions configures a Dialer.
@@ -40,13 +42,22 @@ type DialerOptions struct {
 	Timeout time.Duration
 	// VerifyDatabase is the database a test login connects to.
 	VerifyDatabase string
+	// Auth is the upstream_auth policy: UpstreamAuthSCRAM (also when
+	// empty), UpstreamAuthMD5 or UpstreamAuthAny. Every login of the
+	// Dialer obeys it: sessions, test logins and administrative ones.
+	Auth string
 }
 
 // NewDialer builds the base connection configuration once. Every setting is
 // explicit: no PG* environment variable, passfile or service file, no
 // sslmode fallback, no target_session_attrs check can change where or how
-// the proxy connects.
+// the proxy connects, and pgconn answers only the authentication requests
+// opts.Auth allows (require_auth).
 func NewDialer(opts DialerOptions) (*Dialer, error) {
+	reqAuth, err := requireAuth(opts.Auth)
+	if err != nil {
+		return nil, err
+	}
 	host, portStr, err := net.SplitHostPort(opts.Upstream)
 	if err != nil {
 		return nil, fmt.Errorf("upstream %q: %w", opts.Upstream, err)
@@ -79,10 +90,36 @@ func NewDialer(opts DialerOptions) (*Dialer, error) {
 	base.DialFunc = d.DialContext
 	base.OnNotice = nil
 	base.OnNotification = nil
+	base.RequireAuth = reqAuth
 	if opts.VerifyDatabase == "" {
 		opts.VerifyDatabase = "postgres"
 	}
-	return &Dialer{host: host, port: uint16(port), tls: opts.TLS, timeout: opts.Timeout, verifyDB: opts.VerifyDatabase, base: base}, nil
+	if opts.Auth == "" {
+		opts.Auth = UpstreamAuthSCRAM
+	}
+	return &Dialer{host: host, port: uint16(port), tls: opts.TLS, timeout: opts.Timeout, verifyDB: opts.VerifyDatabase,
+		auth: opts.Auth, base: base}, nil
+}
+
+// connect logs in with cfg, a copy of d.base, and classifies a failure.
+// The connection is watched for the server's authentication request while
+// it logs in (see authWatch); the watcher stays in place as a pass-through.
+func (d *Dialer) connect(ctx context.Context, cfg *pgconn.Config) (*pgconn.PgConn, error) {
+	var watch *authWatch
+	cfg.AfterNetConnect = func(_ context.Context, _ *pgconn.Config, c net.Conn) (net.Conn, error) {
+		watch = newAuthWatch(c)
+		return watch, nil
+	}
+	pc, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		if watch != nil {
+			if r := watch.refusal(d.auth, err); r != nil {
+				return nil, r
+			}
+		}
+		return nil, classifyDialError(err)
+	}
+	return pc, nil
 }
 
 // dial logs in with gen's credential to database with the given runtime
@@ -100,9 +137,9 @@ func (d *Dialer) dial(ctx context.Context, gen *creds.Generation, database strin
 		ctx, cancel = context.WithTimeout(ctx, d.timeout)
 		defer cancel()
 	}
-	pc, err := pgconn.ConnectConfig(ctx, cfg)
+	pc, err := d.connect(ctx, cfg)
 	if err != nil {
-		return nil, classifyDialError(err)
+		return nil, err
 	}
 	if err := pc.SyncConn(ctx); err != nil {
 		pc.Close(context.Background())
@@ -113,8 +150,12 @@ func (d *Dialer) dial(ctx context.Context, gen *creds.Generation, database strin
 		pc.Close(context.Background())
 		return nil, err
 	}
+	conn := hc.Conn
+	if w, ok := conn.(*authWatch); ok {
+		conn = w.Conn // it passes bytes through and buffers none
+	}
 	sc := &serverConn{
-		conn:   hc.Conn,
+		conn:   conn,
 		pid:    hc.PID,
 		secret: hc.SecretKey,
 		params: hc.ParameterStatuses,
@@ -140,11 +181,7 @@ func (d *Dialer) Connect(ctx context.Context, c creds.Credential, database strin
 		ctx, cancel = context.WithTimeout(ctx, d.timeout)
 		defer cancel()
 	}
-	pc, err := pgconn.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil, classifyDialError(err)
-	}
-	return pc, nil
+	return d.connect(ctx, cfg)
 }
 
 // Verify performs a test login with c to the verify database; it is the
