@@ -50,6 +50,9 @@
 //	admin.max_connections              64 (DefaultAdminMaxConnections)
 //	shutdown_timeout                   30s
 //	log.level, log.format              info, json
+//	limits                             max_partial_message_memory 256MiB (or the largest
+//	                                   backends[].limits.max_message_size if larger),
+//	                                   partial_message_memory_wait 30s
 //	backends[].upstream_tls.mode       disable
 //	backends[].credential.refresh_interval  30s
 //	backends[].verify_database         postgres (protocol postgres only)

@@ -48,6 +48,7 @@ type App struct {
 	reg      *prometheus.Registry
 	backends []*backend
 	loops    *postgres.Loops
+	memory   *proxy.MemoryBudget // shared by every backend's sessions
 	vault    *creds.Vault
 	stopBg   context.CancelFunc
 	admin    *admin.Server
@@ -102,6 +103,8 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 	} else {
 		a.log.Info("relay loops unavailable; using goroutine relay", zap.Error(lerr))
 	}
+	a.memory = proxy.NewMemoryBudget(cfg.Limits.MaxPartialMessageMemory.Int(), cfg.Limits.PartialMessageMemoryWait.D(),
+		a.log.Named("memory"))
 	rotMetrics := rotate.NewMetrics(opts.Registry)
 	var rts []*proxy.Backend
 	rotators := map[string]*rotate.Rotator{}
@@ -313,6 +316,7 @@ func (a *App) startBackend(ctx context.Context, bc config.Backend, metrics *prox
 		ConnectTimeout: bc.Limits.ConnectTimeout.D(),
 		DrainDeadline:  bc.DrainDeadline.D(),
 		OnDeadline:     policy,
+		MemoryBudget:   a.memory,
 		Logger:         log,
 		Metrics:        metrics,
 	})
