@@ -17,6 +17,7 @@ import (
 // carrying one into "2027 Received malformed packet".
 const (
 	erConCount            = 1040 // too many connections
+	erOutOfResources      = 1041 // out of memory, as a server that cannot grow a packet buffer
 	erDBAccessDenied      = 1044
 	erAccessDenied        = 1045
 	erUnknownCom          = 1047
@@ -83,6 +84,8 @@ func errorCode(c proxy.Code) (uint16, string) {
 		return erHandshake, "08S01"
 	case proxy.CodeFeatureNotSupported:
 		return erNotSupportedYet, "42000"
+	case proxy.CodeOutOfMemory:
+		return erOutOfResources, "HY000"
 	}
 	return erUnknownError, "HY000"
 }
