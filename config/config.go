@@ -16,6 +16,22 @@ type Config struct {
 	Log Log `yaml:"log"`
 	// Vault is the Vault server shared by vault-kv and vault-db sources.
 	Vault Vault `yaml:"vault"`
+	// Limits bound what the sessions of all backends together may use.
+	Limits ProcessLimits `yaml:"limits"`
+}
+
+// ProcessLimits bound what the client sessions of all backends together
+// may use (each backend's own limits are Backend.Limits).
+type ProcessLimits struct {
+	// MaxPartialMessageMemory bounds the memory all sessions together hold
+	// in client messages that have not arrived whole and that the relay
+	// reads whole (PostgreSQL Query and Parse, a MySQL command's first
+	// frame); beyond it sessions stop being read until memory is free. It
+	// must be at least every backend's limits.max_message_size.
+	MaxPartialMessageMemory ByteSize `yaml:"max_partial_message_memory"`
+	// PartialMessageMemoryWait is how long a session may wait for that
+	// memory before it is ended with an out-of-memory error.
+	PartialMessageMemoryWait Duration `yaml:"partial_message_memory_wait"`
 }
 
 // Vault configures the client of the HashiCorp Vault server that vault-kv

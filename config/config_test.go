@@ -21,6 +21,7 @@ admin:
   max_connections: 16
 shutdown_timeout: 45s
 log: {level: debug, format: console}
+limits: {max_partial_message_memory: 96MiB, partial_message_memory_wait: 5s}
 backends:
   - name: orders
     protocol: postgres
@@ -58,6 +59,7 @@ func fullWant() *Config {
 			AllowedHosts: []string{"credswap.internal", "fd00::5"}, MaxConnections: 16},
 		ShutdownTimeout: Duration(45 * time.Second),
 		Log:             Log{Level: "debug", Format: "console"},
+		Limits:          ProcessLimits{MaxPartialMessageMemory: 96 << 20, PartialMessageMemoryWait: Duration(5 * time.Second)},
 		Backends: []Backend{
 			{
 				Name:     "orders",
@@ -154,6 +156,7 @@ func TestParseMinimalDefaults(t *testing.T) {
 		Admin:           Admin{Listen: DefaultAdminListen, MaxConnections: DefaultAdminMaxConnections},
 		ShutdownTimeout: Duration(30 * time.Second),
 		Log:             Log{Level: "info", Format: "json"},
+		Limits:          ProcessLimits{MaxPartialMessageMemory: 256 << 20, PartialMessageMemoryWait: Duration(30 * time.Second)},
 		Backends: []Backend{{
 			Name:           "orders",
 			Protocol:       "postgres",

@@ -33,6 +33,9 @@ const (
 	defaultClientAuth       = authSCRAM
 	defaultMySQLClientAuth  = authCachingSHA2
 
+	defaultMaxPartialMessageMemory  = 256 * miB
+	defaultPartialMessageMemoryWait = 30 * time.Second
+
 	defaultVaultTimeout = 10 * time.Second
 	defaultAppRoleMount = "approle"
 	defaultKVMount      = "secret"
@@ -115,6 +118,14 @@ func applyDefaults(c *Config, given fieldSet) {
 			setDefault(given, &b.Clients[j].Auth, clientAuth)
 		}
 	}
+	// The memory for partial messages holds at least one message of the
+	// largest size a backend accepts.
+	partial := ByteSize(defaultMaxPartialMessageMemory)
+	for i := range c.Backends {
+		partial = max(partial, c.Backends[i].Limits.MaxMessageSize)
+	}
+	setDefault(given, &c.Limits.MaxPartialMessageMemory, partial)
+	setDefault(given, &c.Limits.PartialMessageMemoryWait, Duration(defaultPartialMessageMemoryWait))
 }
 
 // setDefault stores v in *p unless the document set *p.

@@ -50,6 +50,9 @@
 //	admin.max_connections              64 (DefaultAdminMaxConnections)
 //	shutdown_timeout                   30s
 //	log.level, log.format              info, json
+//	limits                             max_partial_message_memory 256MiB (or the largest
+//	                                   backends[].limits.max_message_size if larger),
+//	                                   partial_message_memory_wait 30s
 //	backends[].upstream_tls.mode       disable
 //	backends[].upstream_auth           any with upstream_tls.mode verify-full, else
 //	                                   scram-sha-256 (postgres) or scramble (mysql)

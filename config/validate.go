@@ -37,10 +37,12 @@ const (
 	onDeadlineClose = "close"
 )
 
-// Bounds of limits.max_message_size.
+// Bounds of limits.max_message_size, and the largest
+// limits.max_partial_message_memory.
 const (
-	minMessageSize = kiB
-	maxMessageSize = giB
+	minMessageSize          = kiB
+	maxMessageSize          = giB
+	maxPartialMessageMemory = 64 * giB
 )
 
 // validator checks a decoded Config with defaults applied. Its messages
@@ -62,6 +64,7 @@ func validate(c *Config, given fieldSet, errs *issues) {
 	if len(c.Backends) == 0 {
 		v.bad("backends", v.line(&c.Backends), "at least one backend is required")
 	}
+	v.processLimits(&c.Limits, c.Backends)
 	for i := range c.Backends {
 		if s := c.Backends[i].Credential.Source; s == sourceVaultKV || s == sourceVaultDB {
 			if !c.Vault.Enabled() {
@@ -108,6 +111,25 @@ func (v *validator) line(ps ...any) int { return v.given.line(ps...) }
 // bad records a problem at path.
 func (v *validator) bad(path string, line int, format string, args ...any) {
 	v.errs.addf(path, line, format, args...)
+}
+
+// processLimits checks the top-level limits. The memory for partial
+// messages must hold a message of every backend's max_message_size, or
+// such a message could never be received.
+func (v *validator) processLimits(l *ProcessLimits, backends []Backend) {
+	at := func(field any) int { return v.line(field, l) }
+	largest := ByteSize(0)
+	for i := range backends {
+		largest = max(largest, backends[i].Limits.MaxMessageSize)
+	}
+	switch {
+	case l.MaxPartialMessageMemory < minMessageSize || l.MaxPartialMessageMemory > maxPartialMessageMemory:
+		v.bad("limits.max_partial_message_memory", at(&l.MaxPartialMessageMemory), "must be between 1KiB and 64GiB")
+	case l.MaxPartialMessageMemory < largest:
+		v.bad("limits.max_partial_message_memory", at(&l.MaxPartialMessageMemory),
+			"must be at least the largest limits.max_message_size of the backends")
+	}
+	v.positive("limits.partial_message_memory_wait", at(&l.PartialMessageMemoryWait), l.PartialMessageMemoryWait)
 }
 
 // admin checks the admin section and returns its listen address for the

@@ -312,6 +312,21 @@ func TestValidate(t *testing.T) {
 		{"max_message_size largest", func(d tree) { sub(backend(d, 0), "limits")["max_message_size"] = "1GiB" }, "", ""},
 		{"max_message_size too large", func(d tree) { sub(backend(d, 0), "limits")["max_message_size"] = "1025MiB" },
 			"backends[0].limits.max_message_size", "must be between 1KiB and 1GiB"},
+
+		// process-wide limits
+		{"partial message memory", func(d tree) {
+			d["limits"] = tree{"max_partial_message_memory": "64MiB", "partial_message_memory_wait": "1s"}
+		}, "", ""},
+		{"partial message memory below max_message_size", func(d tree) {
+			d["limits"] = tree{"max_partial_message_memory": "32MiB"}
+		}, "limits.max_partial_message_memory", "must be at least the largest limits.max_message_size of the backends"},
+		{"partial message memory too small", func(d tree) { d["limits"] = tree{"max_partial_message_memory": 1023} },
+			"limits.max_partial_message_memory", "must be between 1KiB and 64GiB"},
+		{"partial message memory with max_message_size above it", func(d tree) {
+			sub(backend(d, 0), "limits")["max_message_size"] = "1GiB" // the default follows
+		}, "", ""},
+		{"partial message memory wait zero", func(d tree) { d["limits"] = tree{"partial_message_memory_wait": "0s"} },
+			"limits.partial_message_memory_wait", "must be greater than 0"},
 		{"max_idle negative", func(d tree) { sub(backend(d, 0), "pool")["max_idle"] = -1 },
 			"backends[0].pool.max_idle", "must not be negative"},
 		{"idle_timeout zero", func(d tree) { sub(backend(d, 0), "pool")["idle_timeout"] = "0s" },

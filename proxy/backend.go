@@ -75,8 +75,12 @@ type BackendOptions struct {
 	// WarmParallelism bounds concurrent switches while draining (default
 	// 4, at most DrainConnectionBudget).
 	WarmParallelism int
-	Logger          *zap.Logger
-	Metrics         *Metrics
+	// MemoryBudget bounds the memory sessions hold in partially received
+	// client messages; it is shared by every backend of a process (nil:
+	// unlimited).
+	MemoryBudget *MemoryBudget
+	Logger       *zap.Logger
+	Metrics      *Metrics
 }
 
 // Backend is the protocol-neutral runtime of one configured backend: its
@@ -159,6 +163,10 @@ func (b *Backend) Logger() *zap.Logger { return b.log }
 
 // ConnectTimeout is how long a client may wait for a backend connection.
 func (b *Backend) ConnectTimeout() time.Duration { return b.opts.ConnectTimeout }
+
+// Memory returns the budget for partially received client messages (nil:
+// unlimited).
+func (b *Backend) Memory() *MemoryBudget { return b.opts.MemoryBudget }
 
 // Start begins the drain controller and the pool reaper. The Store must
 // have been started.

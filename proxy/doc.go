@@ -1,8 +1,9 @@
 // Package proxy is the protocol-neutral core of credswap: the accept loop
 // (Server), the runtime of one configured backend (Backend: client limit,
 // credential Store, Pool of idle backend connections by generation, session
-// Registry, drain controller), switch outcomes, Prometheus metrics and the
-// client-facing error codes.
+// Registry, drain controller), switch outcomes, Prometheus metrics, the
+// client-facing error codes, and the MemoryBudget that bounds what all
+// sessions of a process hold in client messages still arriving.
 //
 // Protocol packages (proxy/postgres) implement Handler for accepted
 // connections and Session for authenticated clients, and report into the

@@ -41,6 +41,10 @@ const (
 	// middle of logging in (psql does, to prompt for a password). Nothing
 	// is sent to it; it is counted apart from authentication failures.
 	CodeClientDisconnected
+	// CodeOutOfMemory is a session ended because the memory for partially
+	// received client messages (limits.max_partial_message_memory) stayed
+	// used up by other sessions for longer than it may wait.
+	CodeOutOfMemory
 )
 
 var codeNames = [...]string{
@@ -57,6 +61,7 @@ var codeNames = [...]string{
 	CodeDrainDeadline:       "drain_deadline",
 	CodeFeatureNotSupported: "feature_not_supported",
 	CodeClientDisconnected:  "client_disconnected",
+	CodeOutOfMemory:         "out_of_memory",
 }
 
 // String returns the snake_case name used as the metrics label.

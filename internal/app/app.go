@@ -49,6 +49,7 @@ type App struct {
 	reg      *prometheus.Registry
 	backends []*backend
 	loops    *postgres.Loops
+	memory   *proxy.MemoryBudget // shared by every backend's sessions
 	vault    *creds.Vault
 	stopBg   context.CancelFunc
 	admin    *admin.Server
@@ -104,6 +105,8 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 		a.log.Info("relay loops unavailable; using goroutine relay", zap.Error(lerr))
 	}
 	warnReadableSecrets(cfg, a.log)
+	a.memory = proxy.NewMemoryBudget(cfg.Limits.MaxPartialMessageMemory.Int(), cfg.Limits.PartialMessageMemoryWait.D(),
+		a.log.Named("memory"))
 	rotMetrics := rotate.NewMetrics(opts.Registry)
 	var rts []*proxy.Backend
 	rotators := map[string]*rotate.Rotator{}
@@ -329,6 +332,7 @@ func (a *App) startBackend(ctx context.Context, bc config.Backend, metrics *prox
 		OnDeadline:             policy,
 		DrainConnectionBudget:  bc.DrainConnectionBudget,
 		Logger:                 log,
+		MemoryBudget:           a.memory,
 		Metrics:                metrics,
 	})
 	b.rt.Start(context.WithoutCancel(ctx))

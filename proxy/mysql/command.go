@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/credswap/credswap/proxy"
+	"github.com/credswap/credswap/proxy/internal/relaybuf"
 )
 
 // errClientGone ends a session whose client connection failed.
@@ -46,8 +47,9 @@ func connectionEnded(err error) bool {
 		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ETIMEDOUT)
 }
 
-// command relays the command whose first frame is complete at the start
-// of cbuf, and its response. quit reports COM_QUIT.
+// command relays the command at the start of cbuf, and its response:
+// its first frame is whole there unless commandReady says the command
+// needs less. quit reports COM_QUIT.
 func (s *session) command(ctx context.Context) (quit bool, err error) {
 	n := frameLen(s.cbuf.B)
 	seq := s.cbuf.B[3]
@@ -141,13 +143,21 @@ func (s *session) safePoint() bool {
 	return uint16(s.status.Load())&statusInTrans == 0 && !s.st.txnMaybeOpen && !s.st.pendingLongData()
 }
 
-// forward sends the command's first frame (n payload bytes at the start
-// of cbuf) to the backend, then its continuation frames if it has any.
+// forward sends the command's first frame (n payload bytes, starting at
+// the start of cbuf) to the backend, what has not arrived yet as it
+// arrives, then its continuation frames if it has any.
 func (s *session) forward(n int) error {
-	if err := s.be.write(s.cbuf.B[:4+n]); err != nil {
+	m := min(4+n, s.cbuf.N)
+	if err := s.be.write(s.cbuf.B[:m]); err != nil {
 		return backendLost(err)
 	}
-	s.cbuf.Consume(4 + n)
+	s.cbuf.Consume(m)
+	if len(s.cbuf.B) > relaybuf.Size {
+		s.cbuf.Fit(&s.h.bufs, s.h.b.Memory()) // the frame is gone: the rest streams
+	}
+	if err := s.pipe(4 + n - m); err != nil {
+		return err
+	}
 	if n == maxFrame {
 		return s.forwardFrames(n, false)
 	}
@@ -209,41 +219,98 @@ func (s *session) clientReadError(err error) error {
 	return fmt.Errorf("%w: %w", errClientGone, err)
 }
 
-// readPacket reads the whole current client packet (first frame of n
-// bytes at the start of cbuf, and its continuations) and returns its
-// payload and the sequence number of its last frame.
+// readPacket reads the whole current client packet, whose first frame
+// (n payload bytes) starts at the start of cbuf, and returns its payload
+// and the sequence number of its last frame. A first frame that is whole
+// in cbuf is copied at once; otherwise the payload grows as the bytes
+// arrive, and while the packet is incomplete its growth past a pooled
+// buffer's size is taken from the memory budget, where the client buffer's
+// share moves to as its bytes are copied.
 func (s *session) readPacket(n int) ([]byte, byte, error) {
-	if n < maxFrame {
+	if n < maxFrame && s.cbuf.N >= 4+n {
 		payload := append([]byte(nil), s.cbuf.B[4:4+n]...)
 		seq := s.cbuf.B[3]
 		s.cbuf.Consume(4 + n)
 		return payload, seq, nil
 	}
+	mem := s.h.b.Memory()
+	held := s.cbuf.Held // the bytes the client buffer holds move to payload
+	s.cbuf.Held = 0
+	defer func() { mem.Release(held) }()
 	var payload []byte
 	for {
 		if err := s.crd.Ensure(&s.cbuf, 4); err != nil {
 			return nil, 0, s.clientReadError(err)
 		}
 		n = frameLen(s.cbuf.B)
-		if s.h.maxPayload > 0 && len(payload)+n > s.h.maxPayload {
-			return nil, 0, tooLarge(len(payload) + n)
-		}
-		if err := s.crd.Ensure(&s.cbuf, 4+n); err != nil {
-			return nil, 0, s.clientReadError(err)
-		}
 		seq := s.cbuf.B[3]
-		payload = append(payload, s.cbuf.B[4:4+n]...)
-		s.cbuf.Consume(4 + n)
+		total := len(payload) + n
+		if s.h.maxPayload > 0 && total > s.h.maxPayload {
+			return nil, 0, tooLarge(total)
+		}
+		s.cbuf.Consume(4)
+		for len(payload) < total {
+			if s.cbuf.N == 0 {
+				if err := s.crd.Fill(&s.cbuf); err != nil {
+					return nil, 0, s.clientReadError(err)
+				}
+			}
+			k := min(total-len(payload), s.cbuf.N)
+			if len(payload)+k > cap(payload) {
+				size := max(len(payload)+k, relaybuf.NextSize(cap(payload), total))
+				if d := relaybuf.Charge(size) - held; d > 0 {
+					if err := mem.Take(d, s.stop.C()); err != nil {
+						if proxy.ErrMemoryWaitStopped(err) {
+							return nil, 0, errSessionEnded
+						}
+						return nil, 0, err
+					}
+					held += d
+				}
+				payload = append(make([]byte, 0, size), payload...)
+			}
+			payload = append(payload, s.cbuf.B[:k]...)
+			s.cbuf.Consume(k)
+			if len(s.cbuf.B) > relaybuf.Size {
+				s.cbuf.Fit(&s.h.bufs, mem) // its memory moved to payload
+			}
+		}
 		if n < maxFrame {
 			return payload, seq, nil
 		}
 	}
 }
 
+// skipPacket reads the current client packet, whose first frame starts
+// at the start of cbuf, without keeping it, and returns the sequence
+// number of its last frame.
+func (s *session) skipPacket() (byte, error) {
+	for {
+		if err := s.crd.Ensure(&s.cbuf, 4); err != nil {
+			return 0, s.clientReadError(err)
+		}
+		n := frameLen(s.cbuf.B)
+		seq := s.cbuf.B[3]
+		for k := 4 + n; k > 0; {
+			if s.cbuf.N == 0 {
+				if err := s.crd.Fill(&s.cbuf); err != nil {
+					return 0, s.clientReadError(err)
+				}
+			}
+			m := min(k, s.cbuf.N)
+			s.cbuf.Consume(m)
+			k -= m
+		}
+		if n < maxFrame {
+			return seq, nil
+		}
+	}
+}
+
 // refuse answers a command the proxy does not relay with e, after reading
-// the whole packet.
+// the whole packet (first frame of n payload bytes at the start of cbuf).
 func (s *session) refuse(n int, seq byte, e *myError) error {
-	_, seq, err := s.readPacket(n)
+	seq, err := s.skipPacket()
 	if err != nil {
 		return err
 	}
@@ -443,9 +510,10 @@ func (s *session) lookupStmt(payload []byte) *stmt {
 	return p
 }
 
-// stmtCommand relays COM_STMT_FETCH, RESET, CLOSE and SEND_LONG_DATA.
+// stmtCommand relays COM_STMT_FETCH, RESET, CLOSE and SEND_LONG_DATA
+// (which streams: only its statement id need have arrived).
 func (s *session) stmtCommand(cmd byte, n int) error {
-	payload := s.cbuf.B[4 : 4+n]
+	payload := s.cbuf.B[4:min(4+n, s.cbuf.N)]
 	id := uint32(0)
 	if len(payload) >= 5 {
 		id = binary.LittleEndian.Uint32(payload[1:])

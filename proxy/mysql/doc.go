@@ -29,6 +29,14 @@
 // relay must know (temporary tables, GET_LOCK, LOCK TABLES, XA, HANDLER,
 // SQL PREPARE, KILL, user variables).
 //
+// A command's first frame is read whole (commandReady says which need
+// less) into a buffer that grows as its bytes arrive, never to the length
+// its header declares, with the growth past a pooled buffer taken from the
+// process' memory budget (proxy.MemoryBudget): a session the budget cannot
+// serve is not read until memory is given back, and past the budget's
+// wait bound it ends with ERR 1041. COM_STMT_SEND_LONG_DATA streams after
+// its statement id.
+//
 // A server speaks unasked only to end a connection (wait_timeout, KILL,
 // shutdown). Once a session has waited a moment for its client, a second
 // goroutine waits for its backend connection to become readable, taking

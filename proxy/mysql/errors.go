@@ -18,6 +18,7 @@ import (
 const (
 	erConCount            = 1040 // too many connections
 	erTooManyUserConns    = 1203 // max_user_connections reached
+	erOutOfResources      = 1041 // out of memory, as a server that cannot grow a packet buffer
 	erDBAccessDenied      = 1044
 	erAccessDenied        = 1045
 	erUnknownCom          = 1047
@@ -84,6 +85,8 @@ func errorCode(c proxy.Code) (uint16, string) {
 		return erHandshake, "08S01"
 	case proxy.CodeFeatureNotSupported:
 		return erNotSupportedYet, "42000"
+	case proxy.CodeOutOfMemory:
+		return erOutOfResources, "HY000"
 	}
 	return erUnknownError, "HY000"
 }

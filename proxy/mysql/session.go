@@ -54,9 +54,12 @@ type session struct {
 	crd        relaybuf.Reader
 	// cbuf holds bytes read from the client; sbuf bytes read from the
 	// backend. Both belong to the session goroutine, and sbuf to a switch
-	// holding mu.
+	// holding mu. cbuf grows past a pooled buffer through the memory
+	// budget, as the bytes of a command's first frame arrive.
 	cbuf relaybuf.Buf
 	sbuf relaybuf.Buf
+	// stop is closed when the session ends, ending a wait for memory.
+	stop relaybuf.Stop
 	// caps are the capabilities negotiated with the client (the mirrored
 	// ones are identical on every backend connection of the session).
 	caps        uint32
@@ -217,6 +220,7 @@ func (s *session) terminate(me *myError, code proxy.Code, count bool) {
 		return
 	}
 	s.termErr.Store(me)
+	s.stop.Close()
 	if count {
 		s.h.b.CountClientError(code)
 	}
@@ -258,11 +262,16 @@ func (s *session) run(ctx context.Context) {
 // client leaves (clean: COM_QUIT, or EOF between commands) or something
 // fails. Each command sets the idle timer again, which starts the backend
 // connection's watcher when no command follows for watchDelay (watch.go).
+//
+// A command whose first frame the relay reads whole (commandReady) grows
+// cbuf as its bytes arrive, through the memory budget: while the budget
+// has nothing to give, the client is not read.
 func (s *session) clientLoop(ctx context.Context) (clean bool, err error) {
 	pool := &s.h.bufs
+	mem := s.h.b.Memory()
 	for {
 		if s.cbuf.N == 0 {
-			s.cbuf.Release(pool)
+			s.cbuf.Fit(pool, mem)
 		}
 		if s.cbuf.N >= 4 {
 			n := frameLen(s.cbuf.B)
@@ -272,15 +281,23 @@ func (s *session) clientLoop(ctx context.Context) (clean bool, err error) {
 			if s.h.maxPayload > 0 && n > s.h.maxPayload {
 				return false, tooLarge(n)
 			}
-			if s.cbuf.N >= 4+n {
+			if s.commandReady(n) {
 				quit, err := s.command(ctx)
 				if err != nil || quit {
 					return quit, err
 				}
+				s.cbuf.Fit(pool, mem)
 				s.idleTimer.Reset(watchDelay)
 				continue
 			}
-			s.cbuf.Grow(4 + n)
+			if s.cbuf.N == len(s.cbuf.B) {
+				if err := s.cbuf.GrowFor(4+n, mem, s.stop.C()); err != nil {
+					if proxy.ErrMemoryWaitStopped(err) {
+						return false, nil // terminated: the client was told
+					}
+					return false, err
+				}
+			}
 		}
 		if err := s.crd.Fill(&s.cbuf); err != nil {
 			if s.cbuf.N == 0 && errors.Is(err, io.EOF) {
@@ -295,6 +312,34 @@ func (s *session) clientLoop(ctx context.Context) (clean bool, err error) {
 			return false, err
 		}
 	}
+}
+
+// commandReady reports whether the command at the start of cbuf (the
+// first frame's header, n payload bytes) can be handled with the bytes
+// there. Most commands need their first frame whole, because the relay
+// reads their arguments (or a statement's text) before it forwards them.
+// COM_STMT_SEND_LONG_DATA needs only its statement id and streams the
+// rest; COM_STMT_PREPARE, COM_CHANGE_USER and the commands the proxy
+// refuses are read packet by packet as their bytes arrive (readPacket,
+// skipPacket).
+func (s *session) commandReady(n int) bool {
+	if s.cbuf.N >= 4+n {
+		return true
+	}
+	if s.cbuf.N < 5 {
+		return false
+	}
+	switch s.cbuf.B[4] {
+	case comStmtSendLongData:
+		return s.cbuf.N >= 4+5 // command, statement id
+	case comStmtPrepare, comChangeUser:
+		return true
+	case comQuit, comQuery, comInitDB, comFieldList, comCreateDB, comDropDB, comRefresh, comShutdown,
+		comStatistics, comProcessInfo, comProcessKill, comDebug, comPing, comStmtExecute, comStmtClose,
+		comStmtReset, comSetOption, comStmtFetch, comResetConnection:
+		return false
+	}
+	return true // refused: skipped as it arrives
 }
 
 func tooLarge(n int) *proxy.Error {
@@ -351,6 +396,7 @@ func (s *session) reply(p []byte) error {
 // during query").
 func (s *session) finish(clean bool, cause error) {
 	s.idleTimer.Stop()
+	s.stop.Close()
 	me := s.termErr.Load()
 	reset := false
 	if me == nil && cause != nil && !clean {
@@ -403,7 +449,7 @@ func (s *session) finish(clean bool, cause error) {
 	s.h.unregister(s)
 	s.h.b.Release()
 	s.cbuf.N = 0
-	s.cbuf.Release(&s.h.bufs)
+	s.cbuf.Fit(&s.h.bufs, s.h.b.Memory())
 	s.sbuf.N = 0
 	s.sbuf.Release(&s.h.bufs)
 

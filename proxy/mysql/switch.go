@@ -784,8 +784,8 @@ func (s *session) prepareDeferred(ctx context.Context, p *stmt, cmd byte, n int,
 	}
 	if e := res[0].err; e != nil {
 		if cmd == comStmtSendLongData { // no answer; the EXECUTE will fail
-			s.cbuf.Consume(4 + n)
-			return true, nil
+			_, err := s.skipPacket() // it streams: it may not have arrived whole
+			return true, err
 		}
 		return true, s.refuse(n, seq, e)
 	}

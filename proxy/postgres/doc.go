@@ -22,6 +22,13 @@
 // ParameterStatus and ErrorResponse from the server. See
 // docs/architecture.md for why there are two relays.
 //
+// A message read whole is held in a buffer that grows as its bytes
+// arrive, never to the length its header declares. On the client side
+// the growth past a pooled buffer is taken from the process' memory
+// budget (proxy.MemoryBudget): a session the budget cannot serve is not
+// read (a loop parks its client socket) until memory is given back, and
+// past the budget's wait bound it ends with FATAL 53200.
+//
 // # Safe points and switches
 //
 // A session may change backend connections only when nothing is in

@@ -26,6 +26,8 @@ func sqlState(c proxy.Code) string {
 		return "08P01" // protocol_violation
 	case proxy.CodeFeatureNotSupported:
 		return "0A000" // feature_not_supported
+	case proxy.CodeOutOfMemory:
+		return "53200" // out_of_memory
 	}
 	return "XX000" // internal_error
 }

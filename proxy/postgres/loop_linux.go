@@ -83,6 +83,10 @@ type endpoint struct {
 	client bool
 	in     bool // EPOLLIN registered (false while the peer is backed up)
 	out    bool // EPOLLOUT registered (while bytes for fd are pending)
+	// parked is set while the client is not read because the memory
+	// budget has nothing for the message it is sending (awaitMemory):
+	// neither EPOLLIN nor EPOLLRDHUP is registered then.
+	parked bool
 }
 
 func newRelayLoop(log *zap.Logger) (*relayLoop, error) {
@@ -236,6 +240,12 @@ func (l *relayLoop) handle(ep *endpoint, events uint32) {
 			return
 		}
 	}
+	if ep.parked {
+		if events&(unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			l.end(s, false, nil) // the client is gone; nothing reaches it
+		}
+		return
+	}
 	if events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLRDHUP) != 0 {
 		if ep.client {
 			s.fromClient(l)
@@ -246,7 +256,10 @@ func (l *relayLoop) handle(ep *endpoint, events uint32) {
 }
 
 func (l *relayLoop) ctl(op int, ep *endpoint) error {
-	ev := unix.EpollEvent{Events: unix.EPOLLRDHUP, Fd: int32(ep.fd)}
+	ev := unix.EpollEvent{Fd: int32(ep.fd)}
+	if !ep.parked {
+		ev.Events = unix.EPOLLRDHUP
+	}
 	if ep.in {
 		ev.Events |= unix.EPOLLIN
 	}
@@ -256,12 +269,31 @@ func (l *relayLoop) ctl(op int, ep *endpoint) error {
 	return unix.EpollCtl(l.epfd, op, ep.fd, &ev)
 }
 
-// setInterest changes what the loop waits for on ep.
+// setInterest changes what the loop waits for on ep; a parked endpoint
+// is not read whatever in says.
 func (l *relayLoop) setInterest(ep *endpoint, in, out bool) {
+	in = in && !ep.parked
 	if ep.in == in && ep.out == out {
 		return
 	}
 	ep.in, ep.out = in, out
+	if err := l.ctl(unix.EPOLL_CTL_MOD, ep); err != nil {
+		l.log.Error("epoll_ctl", zap.Error(err))
+	}
+}
+
+// park stops reading ep (the client) until unpark, end of stream and
+// all: see endpoint.parked.
+func (l *relayLoop) park(ep *endpoint) {
+	ep.parked, ep.in = true, false
+	if err := l.ctl(unix.EPOLL_CTL_MOD, ep); err != nil {
+		l.log.Error("epoll_ctl", zap.Error(err))
+	}
+}
+
+// unpark reads ep again, if in (the peer is not backed up).
+func (l *relayLoop) unpark(ep *endpoint, in bool) {
+	ep.parked, ep.in = false, in
 	if err := l.ctl(unix.EPOLL_CTL_MOD, ep); err != nil {
 		l.log.Error("epoll_ctl", zap.Error(err))
 	}

@@ -23,6 +23,7 @@ func (m *msgReader) next() (byte, []byte, error) {
 		m.pos = 0
 	}
 	for {
+		need := headerLen
 		if m.b.N >= headerLen {
 			size := int(int32(binary.BigEndian.Uint32(m.b.B[1:headerLen])))
 			if size < 4 {
@@ -33,10 +34,10 @@ func (m *msgReader) next() (byte, []byte, error) {
 				m.pos = total
 				return m.b.B[0], m.b.B[headerLen:total], nil
 			}
-			m.b.Grow(total)
+			need = total
 		}
 		if m.b.B != nil && m.b.N == len(m.b.B) {
-			m.b.Grow(2 * len(m.b.B))
+			m.b.Grow(relaybuf.NextSize(len(m.b.B), need)) // as the bytes arrive
 		}
 		if err := m.rd.Fill(&m.b); err != nil {
 			return 0, nil, err

@@ -89,7 +89,7 @@ type session struct {
 	client     net.Conn
 	clientAddr string
 	crd        relaybuf.Reader
-	cbuf       relaybuf.Buf // client reader only
+	cbuf       relaybuf.Buf // client reader only; grown through the memory budget
 	cfs        frameState   // client reader only
 	user       string
 	database   string
@@ -157,6 +157,8 @@ type session struct {
 
 	// termErr is what Terminate was asked to tell the client.
 	termErr atomic.Pointer[proxy.Error]
+	// stop is closed when the session ends, ending a wait for memory.
+	stop relaybuf.Stop
 
 	// Relay loop state, used when lp is set (plaintext sessions on Linux).
 	// While attached, only the loop goroutine touches it and the relay
@@ -168,6 +170,7 @@ type session struct {
 	cpend, spend   []byte // bytes waiting for the backend / the client to accept them
 	ccarry, scarry []byte // bytes read but not yet forwarded (a partial message, or a batch held for a switch)
 	cneed, sneed   int
+	cheld          int // the part of ccarry's capacity taken from the memory budget
 	sv             serverVisitor
 
 	// Backend reader state and control (goroutine relay). sbuf and sfs
@@ -244,6 +247,7 @@ func (s *session) Terminate(e *proxy.Error) {
 	}
 	s.termErr.Store(e)
 	s.h.b.CountClientError(e.Code)
+	s.stop.Close()
 	if s.lp != nil {
 		s.loopTerminate(e)
 		return
@@ -334,12 +338,16 @@ func (s *session) recoverDetached(where string) {
 }
 
 // clientLoop forwards client messages to the backend until the client
-// leaves (clean: Terminate or EOF) or something fails.
+// leaves (clean: Terminate or EOF) or something fails. A message the relay
+// reads whole (clientWant) grows cbuf as its bytes arrive, through the
+// memory budget: while the budget has nothing to give, the client is not
+// read.
 func (s *session) clientLoop(ctx context.Context) (clean bool, err error) {
 	pool := &s.h.bufs
+	mem := s.h.b.Memory()
 	for {
 		if s.cbuf.N == 0 {
-			s.cbuf.Release(pool)
+			s.cbuf.Fit(pool, mem)
 		}
 		if err := s.crd.Fill(&s.cbuf); err != nil {
 			return errors.Is(err, io.EOF), err
@@ -354,8 +362,16 @@ func (s *session) clientLoop(ctx context.Context) (clean bool, err error) {
 		case stop:
 			return true, nil
 		}
-		if need > len(s.cbuf.B) {
-			s.cbuf.Grow(need)
+		if fwd > 0 {
+			s.cbuf.Fit(pool, mem)
+		}
+		if need > s.cbuf.N && s.cbuf.N == len(s.cbuf.B) {
+			if err := s.cbuf.GrowFor(need, mem, s.stop.C()); err != nil {
+				if proxy.ErrMemoryWaitStopped(err) {
+					return false, errTerminated
+				}
+				return false, err
+			}
 		}
 	}
 }
@@ -627,8 +643,8 @@ func (s *session) backendLoop(be *serverConn) {
 			return
 		}
 		s.sbuf.Consume(fwd)
-		if need > len(s.sbuf.B) {
-			s.sbuf.Grow(need)
+		if need > s.sbuf.N && s.sbuf.N == len(s.sbuf.B) {
+			s.sbuf.Grow(relaybuf.NextSize(len(s.sbuf.B), need))
 		}
 		if v.rfq {
 			v.rfq = false
@@ -650,6 +666,7 @@ func (s *session) backendLoop(be *serverConn) {
 // otherwise the client gets one.
 func (s *session) backendGone(err error, fatalSent bool) {
 	s.readerFailed.Store(true)
+	s.stop.Close()
 	s.sbuf.N = 0
 	s.sbuf.Release(&s.h.bufs)
 	if s.terminated.Load() {
@@ -707,6 +724,7 @@ func (s *session) finish(clean bool, cause error) {
 	if !s.finished.CompareAndSwap(false, true) {
 		return
 	}
+	s.stop.Close()
 	defer func() {
 		if r := recover(); r != nil {
 			s.h.b.RecordPanic(s.id, "finish", r)
@@ -759,7 +777,10 @@ func (s *session) finish(clean bool, cause error) {
 	s.mu.Unlock()
 	s.releaseSlot()
 	s.cbuf.N = 0
-	s.cbuf.Release(&s.h.bufs)
+	s.cbuf.Fit(&s.h.bufs, s.h.b.Memory())
+	s.ccarry = nil
+	s.h.b.Memory().Release(s.cheld)
+	s.cheld = 0
 
 	if reuse && s.h.b.Pool.Len() < s.h.maxIdle {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

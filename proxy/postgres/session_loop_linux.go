@@ -17,6 +17,25 @@ import (
 // dropped rather than kept for the next partial message.
 const loopCarryRelease = 64 << 10
 
+// carrySize is the capacity to grow a carry of capacity c holding n bytes
+// to, before reading more of a message that needs need bytes in all (0 or
+// at most n when the carry holds whole messages): at least a pooled
+// buffer's worth, then as the bytes arrive (relaybuf.NextSize), never
+// beyond the message.
+func carrySize(c, n, need int) int {
+	if need <= n {
+		need = n + relaybuf.Size
+	}
+	return max(relaybuf.Size, relaybuf.NextSize(c, need))
+}
+
+// growCarry returns c with capacity size, holding the same bytes.
+func growCarry(c []byte, size int) []byte {
+	nc := make([]byte, len(c), size)
+	copy(nc, c)
+	return nc
+}
+
 // startLoop hands the session to relay loop l. The caller's goroutine may
 // return afterwards: the loop relays, and the session ends through
 // finish on a goroutine of its own.
@@ -53,20 +72,24 @@ func readInto(fd int, p []byte) (int, error) {
 }
 
 // readBatch reads what fd has into the loop buffer, or after a partial
-// message kept in carry (growing it to need). It returns the bytes to
-// process, which alias the loop buffer or carry.
+// message kept in carry (growing it as the message's bytes arrive, see
+// carrySize). It returns the bytes to process, which alias the loop buffer
+// or carry. The client side reads through readClient instead.
 func readBatch(l *relayLoop, fd int, carry *[]byte, need int) ([]byte, error) {
 	if len(*carry) == 0 {
 		n, err := readInto(fd, l.buf)
 		return l.buf[:n], err
 	}
 	c := *carry
-	want := max(need, len(c)+relaybuf.Size)
-	if cap(c) < want {
-		nc := make([]byte, len(c), want)
-		copy(nc, c)
-		c = nc
+	if len(c) == cap(c) || cap(c) < relaybuf.Size {
+		c = growCarry(c, carrySize(cap(c), len(c), need))
 	}
+	return readCarry(fd, carry, c)
+}
+
+// readCarry reads from fd after the bytes of c, a carry with room, and
+// stores the result in carry.
+func readCarry(fd int, carry *[]byte, c []byte) ([]byte, error) {
 	n, err := readInto(fd, c[len(c):cap(c)])
 	c = c[:len(c)+n]
 	*carry = c
@@ -89,9 +112,102 @@ func keep(carry *[]byte, rest []byte) {
 	*carry = (*carry)[:0]
 }
 
+// readClient is readBatch for the client socket: the growth of ccarry
+// past relaybuf.Size is taken from the memory budget. When the budget
+// does not have it, the client is parked (awaitMemory) and nothing is
+// read.
+func (s *session) readClient(l *relayLoop) ([]byte, error) {
+	c := s.ccarry
+	if len(c) == 0 {
+		n, err := readInto(s.cep.fd, l.buf)
+		return l.buf[:n], err
+	}
+	if len(c) == cap(c) || cap(c) < relaybuf.Size {
+		size := carrySize(cap(c), len(c), s.cneed)
+		if d := relaybuf.Charge(size) - s.cheld; d > 0 {
+			if !s.h.b.Memory().TryTake(d) {
+				s.parkClient(l, size, d)
+				return nil, nil
+			}
+			s.cheld += d
+		}
+		c = growCarry(c, size)
+	}
+	return readCarry(s.cep.fd, &s.ccarry, c)
+}
+
+// parkClient stops reading from the client until the memory budget gives
+// the d bytes that growing ccarry to size needs, or the wait fails.
+func (s *session) parkClient(l *relayLoop, size, d int) {
+	l.park(&s.cep)
+	go s.awaitMemory(l, size, d)
+}
+
+// awaitMemory waits for the memory a parked client needs, on a goroutine
+// of its own, and hands the outcome to the loop: it grows ccarry and reads
+// the client again, or ends the session when the wait bound passed. A
+// session that ended meanwhile (stop) gives the memory back.
+func (s *session) awaitMemory(l *relayLoop, size, d int) {
+	mem := s.h.b.Memory()
+	err := mem.Take(d, s.stop.C())
+	if !l.post(s, func() {
+		if !s.attached || !s.cep.parked {
+			if err == nil {
+				mem.Release(d)
+			}
+			return
+		}
+		if err != nil {
+			if !proxy.ErrMemoryWaitStopped(err) {
+				l.end(s, false, err)
+			}
+			return
+		}
+		s.cheld += d
+		if cap(s.ccarry) < size {
+			s.ccarry = growCarry(s.ccarry, size)
+		}
+		s.settleCarry()
+		l.unpark(&s.cep, len(s.cpend) == 0 && !s.held)
+	}) && err == nil {
+		mem.Release(d)
+	}
+}
+
+// keepClient is keep for the client's carry: a grown carry left with at
+// most a pooled buffer's worth is replaced by a small one, and the memory
+// it no longer needs goes back to the budget.
+func (s *session) keepClient(rest []byte) {
+	if cap(s.ccarry) <= relaybuf.Size {
+		keep(&s.ccarry, rest)
+		return
+	}
+	switch {
+	case len(rest) == 0:
+		s.ccarry = nil
+	case len(rest) <= relaybuf.Size:
+		s.ccarry = append(make([]byte, 0, relaybuf.Size), rest...)
+	default:
+		s.ccarry = append(s.ccarry[:0], rest...)
+	}
+	s.settleCarry()
+}
+
+// settleCarry gives back the budget memory ccarry's capacity no longer
+// needs.
+func (s *session) settleCarry() {
+	if c := relaybuf.Charge(cap(s.ccarry)); c < s.cheld {
+		s.h.b.Memory().Release(s.cheld - c)
+		s.cheld = c
+	}
+}
+
 // fromClient handles readability of the client socket.
 func (s *session) fromClient(l *relayLoop) {
-	data, err := readBatch(l, s.cep.fd, &s.ccarry, s.cneed)
+	if s.cep.parked {
+		return // waiting for memory (awaitMemory)
+	}
+	data, err := s.readClient(l)
 	if len(data) > 0 {
 		s.clientData(l, data, true)
 	}
@@ -105,7 +221,7 @@ func (s *session) fromClient(l *relayLoop) {
 // (trySwitch is false for a held batch coming back from that attempt).
 func (s *session) clientData(l *relayLoop, data []byte, trySwitch bool) {
 	if trySwitch && len(s.spend) == 0 && s.switchDue() {
-		keep(&s.ccarry, data)
+		s.keepClient(data)
 		l.detach(s)
 		go s.loopSwitch(s.h.b.Target())
 		return
@@ -118,7 +234,7 @@ func (s *session) clientData(l *relayLoop, data []byte, trySwitch bool) {
 	if !ok {
 		return
 	}
-	keep(&s.ccarry, data[fwd:])
+	s.keepClient(data[fwd:])
 	s.cneed = need
 	if hold {
 		// Resumed by fromServer once every Sync and Query is answered.

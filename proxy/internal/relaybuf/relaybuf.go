@@ -2,6 +2,11 @@
 // MySQL relays share: pooled relay buffers that idle sessions do not hold,
 // a reader that waits for readability in the netpoller before taking a
 // buffer, and writes made as non-blocking raw system calls.
+//
+// Buffers grow as bytes arrive, never to a length a peer merely declares:
+// a message that announces 60 MiB and sends 1 byte costs a pooled buffer,
+// not 60 MiB (NextSize). The growth of buffers that hold partial client
+// messages past Size is charged to a memory budget (Budget, GrowFor, Fit).
 package relaybuf
 
 import (
@@ -36,11 +41,83 @@ func (bp *Pool) Put(b []byte) {
 	bp.p.Put(&b)
 }
 
+// NextSize returns the capacity to grow a full buffer of capacity c to
+// when the message being read needs need bytes in all (need > c): twice
+// c, at least Size, and never more than need. Growing so as bytes arrive,
+// a buffer is at most about twice the bytes received, whatever length the
+// sender declared.
+func NextSize(c, need int) int {
+	return min(need, max(2*c, Size))
+}
+
+// Charge is what a buffer of capacity c costs a Budget: the part beyond
+// Size. Every session may hold a pooled buffer per direction anyway, so
+// messages that fit one never wait for memory.
+func Charge(c int) int { return max(0, c-Size) }
+
+// Budget is the memory budget that buffers of partial client messages are
+// charged to (*proxy.MemoryBudget; a nil one is unlimited).
+type Budget interface {
+	// Take takes n bytes, waiting while they are not available; it fails
+	// when quit is closed or after the budget's wait bound.
+	Take(n int, quit <-chan struct{}) error
+	// Release gives back n bytes.
+	Release(n int)
+}
+
 // Buf is a relay buffer: data in B[:N]. B is nil while the connection
 // is idle so that an idle session holds no buffer.
 type Buf struct {
 	B []byte
 	N int
+	// Held is the part of B's capacity taken from a Budget (GrowFor);
+	// Fit gives it back. Buffers grown otherwise hold none.
+	Held int
+}
+
+// GrowFor makes room in a full buffer for more of a message that needs
+// need bytes in all (need > len(B)), growing it to NextSize and taking the
+// growth's Charge from bud first, waiting for it while quit is open.
+func (b *Buf) GrowFor(need int, bud Budget, quit <-chan struct{}) error {
+	size := NextSize(len(b.B), need)
+	if d := Charge(size) - b.Held; d > 0 {
+		if err := bud.Take(d, quit); err != nil {
+			return err
+		}
+		b.Held += d
+	}
+	b.Grow(size)
+	return nil
+}
+
+// Fit gives back memory that the data in b no longer needs, typically
+// after Consume: an empty buffer is released (to the pool if it is a
+// pooled one), a grown one holding at most Size bytes is replaced by a
+// pooled buffer, and one at most a quarter full by one of half its size;
+// the Charge given up goes back to bud.
+func (b *Buf) Fit(bp *Pool, bud Budget) {
+	if len(b.B) <= Size {
+		if b.N == 0 {
+			b.Release(bp)
+		}
+		return
+	}
+	switch {
+	case b.N == 0:
+		b.B = nil
+	case b.N <= Size:
+		nb := bp.Get()
+		copy(nb, b.B[:b.N])
+		b.B = nb
+	case b.N <= len(b.B)/4:
+		nb := make([]byte, len(b.B)/2)
+		copy(nb, b.B[:b.N])
+		b.B = nb
+	}
+	if c := Charge(len(b.B)); c < b.Held {
+		bud.Release(b.Held - c)
+		b.Held = c
+	}
 }
 
 // Release returns an empty buffer to the pool.
@@ -134,23 +211,37 @@ func (r *Reader) Fill(b *Buf) error {
 }
 
 // Ensure reads from r until b holds at least n bytes, growing the buffer
-// as needed.
+// as they arrive (NextSize). The growth is not charged to a budget: it is
+// for the backend's messages and for short client headers.
 func (r *Reader) Ensure(b *Buf, n int) error {
-	if b.B == nil {
-		b.B = r.pool.Get()
-	}
-	if n > len(b.B) {
-		b.Grow(n)
-	}
 	for b.N < n {
+		if b.B != nil && b.N == len(b.B) {
+			b.Grow(NextSize(len(b.B), n))
+		}
 		if err := r.Fill(b); err != nil {
 			return err
 		}
-		if n > len(b.B) {
-			b.Grow(n)
-		}
 	}
 	return nil
+}
+
+// Stop is a channel closed once, when a session ends, that stops its
+// waits for memory. The zero value is ready to use.
+type Stop struct {
+	once, closeOnce sync.Once
+	ch              chan struct{}
+}
+
+// C returns the channel.
+func (s *Stop) C() <-chan struct{} {
+	s.once.Do(func() { s.ch = make(chan struct{}) })
+	return s.ch
+}
+
+// Close closes the channel; later calls do nothing.
+func (s *Stop) Close() {
+	s.C()
+	s.closeOnce.Do(func() { close(s.ch) })
 }
 
 // The relay's reads and writes on plain TCP connections are non-blocking
