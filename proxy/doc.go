@@ -8,15 +8,19 @@
 // Protocol packages (proxy/postgres) implement Handler for accepted
 // connections and Session for authenticated clients, and report into the
 // Backend. The Backend never touches the wire: it decides when sessions
-// should move to a newer credential generation (Target), warms the pool
-// for them, asks each to Switch at its safe point, and applies the drain
-// deadline.
+// should move to a newer credential generation (Target), warms a few
+// connections for them, asks each to Switch at its safe point (as a
+// pipeline within DrainConnectionBudget extra backend connections), and
+// applies the drain deadline. Before a session holds a slot, its
+// connection holds a turn of the HandshakeGate, and the AuthThrottle makes
+// repeated failed logins wait.
 //
 // Generations: every credential the Store adopts gets the next number.
 // Backend connections and sessions carry the generation they logged in
 // with. Store.Current is what new connections use at once; Target trails
-// it while the drain controller pre-dials connections of the new
-// generation, so that a switch costs no login.
+// it while the drain controller pre-dials the first connections of the
+// new generation; each later switch warms its own connection just before
+// it, so that the switch itself costs no login.
 //
 // Concurrency: every exported method is safe for concurrent use unless
 // its comment says otherwise. Metrics gauges are computed when scraped, so
