@@ -208,6 +208,9 @@ func printStatus(w io.Writer, st admin.StatusResponse) {
 			fmt.Fprintf(w, "  rotation: %s, %s\n", r.Strategy, sched)
 			if r.Running != nil {
 				fmt.Fprintf(w, "    running: %s (%s → %s), %d phases done\n", r.Running.ID, r.Running.FromUser, r.Running.ToUser, len(r.Running.Phases))
+				if wt := r.Running.Waiting; wt != nil {
+					fmt.Fprintf(w, "    %s\n", formatWaiting(wt))
+				}
 			}
 			if l := r.Last; l != nil {
 				fmt.Fprintf(w, "    last: %s %s (%s → %s) at %s", l.ID, l.State, l.FromUser, l.ToUser, l.EndedAt.Format(time.RFC3339))
@@ -235,10 +238,17 @@ func printStatus(w io.Writer, st admin.StatusResponse) {
 func followRotation(cmd *cobra.Command, c *adminClient, id string, asJSON bool) error {
 	cmd.Printf("rotation %s\n", id)
 	printed := 0
+	lastWait := ""
 	for {
 		var rec rotate.Record
 		if err := c.do(http.MethodGet, "/v1/rotations/"+id, &rec); err != nil {
 			return err
+		}
+		if rec.State == rotate.StateRunning && rec.Waiting != nil {
+			if line := formatWaiting(rec.Waiting); line != lastWait {
+				cmd.Println("  " + line)
+				lastWait = line
+			}
 		}
 		for ; printed < len(rec.Phases); printed++ {
 			p := rec.Phases[printed]
@@ -268,4 +278,19 @@ func followRotation(cmd *cobra.Command, c *adminClient, id string, asJSON bool) 
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// formatWaiting describes a rotation's wait for other clients to leave
+// the user it retires.
+func formatWaiting(w *rotate.FleetWait) string {
+	holders := make([]string, 0, len(w.Holders))
+	for _, h := range w.Holders {
+		who := h.Client
+		if h.Application != "" {
+			who += " " + h.Application
+		}
+		holders = append(holders, fmt.Sprintf("%s: %d", who, h.Sessions))
+	}
+	return fmt.Sprintf("retire waits for other clients to leave %s until %s: %d sessions of others, %d of this proxy (%s)",
+		w.User, w.Deadline.Format(time.RFC3339), w.Others, w.Own, strings.Join(holders, ", "))
 }
