@@ -87,7 +87,11 @@ func TestRetireWaitsForLateProxy(t *testing.T) {
 		t.Skip("load test")
 	}
 	a, b, _, userA, idle, benchWait := fleetPair(t, 2*time.Minute)
-	time.Sleep(2 * time.Second) // pgbench running
+	// pgbench's 16 clients are connected through B (the holders must name
+	// them).
+	proxytest.Eventually(t, time.Minute, "pgbench to connect through B", func() bool {
+		return b.Metric(t, `credswap_client_sessions{backend="pg"}`) >= float64(len(idle)+16)
+	})
 	done := rotateAsync(t, a)
 	var w *rotate.FleetWait
 	proxytest.Eventually(t, 60*time.Second, "A's retire to wait for B's sessions", func() bool {
@@ -98,7 +102,7 @@ func TestRetireWaitsForLateProxy(t *testing.T) {
 	if w.User != userA || !strings.Contains(names, "127.0.0.1") || !strings.Contains(names, "pgbench") {
 		t.Errorf("while waiting the status shows %+v, want %s's sessions from 127.0.0.1 incl. pgbench", w, userA)
 	}
-	time.Sleep(8 * time.Second) // B learns late
+	time.Sleep(8 * time.Second) // the scenario: B learns 8 s late
 	pub := published(t, a)
 	b.WriteCredential(t, pub.Username, pub.Password)
 	rec := <-done
